@@ -1,0 +1,56 @@
+"""The ``docstatus`` command line.
+
+``main`` is a click group: add a command with ``@main.command()`` here, or
+from another module with ``main.add_command(...)``.
+"""
+
+from __future__ import annotations
+
+import click
+import psycopg
+
+from docstatus import __version__
+from docstatus import migrations
+
+# Every command that talks to PostgreSQL takes the same option.
+dsn_option = click.option(
+    "--dsn",
+    envvar="DOCSTATUS_DSN",
+    default="",
+    show_envvar=True,
+    help="libpq connection string or postgresql:// URL (empty: libpq defaults, PGHOST etc.).",
+)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="docstatus")
+def main() -> None:
+    """docstatus: document statuses and jobs, kept in PostgreSQL."""
+
+
+@main.command()
+@dsn_option
+@click.option("--rollback-all", is_flag=True, help="Roll back every applied migration instead.")
+@click.option(
+    "--migrations-dir",
+    envvar=migrations.MIGRATIONS_DIR_ENV,
+    type=click.Path(file_okay=False),
+    default=None,
+    show_envvar=True,
+    help="Folder of yoyo migrations (default: database/migrations of this checkout).",
+)
+def migrate(dsn: str, rollback_all: bool, migrations_dir: str | None) -> None:
+    """Bring the database schema up to date (or all the way down)."""
+    try:
+        if rollback_all:
+            done = migrations.rollback_all(dsn, migrations_dir)
+        else:
+            done = migrations.apply(dsn, migrations_dir)
+    except (FileNotFoundError, psycopg.Error) as exc:
+        # Both messages say what to fix; a traceback would only bury them.
+        raise click.ClickException(str(exc)) from exc
+    verb = "rolled back" if rollback_all else "applied"
+    for migration_id in done:
+        click.echo(f"{verb} {migration_id}")
+    if not done:
+        click.echo("nothing to roll back" if rollback_all else "already up to date")
