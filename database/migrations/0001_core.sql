@@ -167,8 +167,10 @@ CREATE TABLE docstatus.status_events (
     -- The writing transaction: events_after orders by (tx_id, id) and only hands out events of
     -- transactions older than every running one, so a late commit is never skipped.
     tx_id       xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    document_id bigint NOT NULL REFERENCES docstatus.documents (id),
-    job_id      bigint REFERENCES docstatus.extraction_jobs (id),
+    -- No foreign keys: they would cost a lookup per event on the hottest path. Documents and
+    -- jobs cannot be deleted (see _refuse_delete), so every event keeps its document and job.
+    document_id bigint NOT NULL,
+    job_id      bigint,
     kind        text NOT NULL CHECK (kind IN ('text_extraction', 'processing', 'job')),
     from_status text,
     to_status   text NOT NULL,
@@ -181,6 +183,24 @@ COMMENT ON TABLE docstatus.status_events IS
     'included (from_status NULL). The durable truth behind the NOTIFY hints.';
 
 CREATE INDEX status_events_cursor ON docstatus.status_events (tx_id, id);
+
+-- Documents and jobs stay, with their history: an operator who wants one gone marks it failed.
+CREATE FUNCTION docstatus._refuse_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% rows are kept with their history: % refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'DS006',
+              HINT = 'Mark a document failed instead of deleting it.';
+END;
+$$;
+CREATE TRIGGER _100_keep_rows BEFORE DELETE ON docstatus.documents
+    FOR EACH ROW EXECUTE FUNCTION docstatus._refuse_delete();
+CREATE TRIGGER _100_keep_rows_truncate BEFORE TRUNCATE ON docstatus.documents
+    FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_delete();
+CREATE TRIGGER _100_keep_rows BEFORE DELETE ON docstatus.extraction_jobs
+    FOR EACH ROW EXECUTE FUNCTION docstatus._refuse_delete();
+CREATE TRIGGER _100_keep_rows_truncate BEFORE TRUNCATE ON docstatus.extraction_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_delete();
 CREATE INDEX status_events_by_document ON docstatus.status_events (document_id, id);
 
 ------------------------------------------------------------------------------------------------
@@ -242,22 +262,22 @@ CREATE FUNCTION docstatus._record_event(
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_event docstatus.status_events;
+    v_event_id bigint;
 BEGIN
     INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
     VALUES (p_document_id, p_job_id, p_kind, p_from, p_to, p_detail)
-    RETURNING * INTO v_event;
+    RETURNING id INTO v_event_id;
 
     IF p_notify_events THEN
         PERFORM pg_notify('docstatus_events', json_build_object(
-            'event_id', v_event.id, 'document_id', p_document_id, 'job_id', p_job_id,
-            'kind', p_kind, 'from', p_from, 'to', p_to, 'at', v_event.occurred_at)::text);
+            'event_id', v_event_id, 'document_id', p_document_id, 'job_id', p_job_id,
+            'kind', p_kind, 'from', p_from, 'to', p_to, 'at', now())::text);
     END IF;
     IF p_to = 'failed' THEN
         -- The error is cut so the payload stays far below NOTIFY's 8000-byte limit.
         PERFORM pg_notify('docstatus_alerts', json_build_object(
-            'event_id', v_event.id, 'document_id', p_document_id, 'job_id', p_job_id,
-            'kind', p_kind, 'from', p_from, 'to', p_to, 'at', v_event.occurred_at,
+            'event_id', v_event_id, 'document_id', p_document_id, 'job_id', p_job_id,
+            'kind', p_kind, 'from', p_from, 'to', p_to, 'at', now(),
             'error', left(p_detail, 500))::text);
     END IF;
 END;
@@ -735,7 +755,9 @@ RETURNS docstatus.documents
 LANGUAGE plpgsql AS $$
 DECLARE
     v_document docstatus.documents;
-    v_job docstatus.extraction_jobs;
+    v_job_id bigint;
+    v_holder text;
+    v_lease_expires_at timestamptz;
 BEGIN
     IF p_document_id IS NULL OR p_worker_id = '' THEN
         PERFORM docstatus._raise_invalid_argument('document id is required and worker id must be non-empty');
@@ -755,28 +777,31 @@ BEGIN
             p_document_id, 'processing', v_document.processing_status, p_processing_status);
     END IF;
 
-    SELECT * INTO v_job FROM docstatus.extraction_jobs
-     WHERE document_id = p_document_id AND status = 'pending extraction'
-       FOR UPDATE;
-    IF (p_worker_id IS NOT NULL AND v_job.worker_id IS DISTINCT FROM p_worker_id)
-       OR (v_job.worker_id IS NOT NULL AND v_job.lease_expires_at <= now()) THEN
+    -- The document lock above keeps the reaper and other callers away from its job, so the
+    -- job needs no lock of its own to be checked; ending it is the same statement.
+    IF p_end_job IS NULL THEN
+        SELECT id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at
+          FROM docstatus.extraction_jobs
+         WHERE document_id = p_document_id AND status = 'pending extraction';
+    ELSE
+        UPDATE docstatus.extraction_jobs SET status = p_end_job, error_message = p_error_message
+         WHERE document_id = p_document_id AND status = 'pending extraction'
+        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
+    END IF;
+    IF (p_worker_id IS NOT NULL AND v_holder IS DISTINCT FROM p_worker_id)
+       OR (v_holder IS NOT NULL AND v_lease_expires_at <= now()) THEN
         RAISE EXCEPTION USING
                   MESSAGE = format('worker %s does not hold a lease on document %s%s',
                       coalesce(p_worker_id, session_user), p_document_id,
-                      CASE WHEN v_job.id IS NULL THEN ' (it has no active extraction job)'
-                           WHEN v_job.worker_id IS NULL THEN format(' (job %s is not held)', v_job.id)
-                           ELSE format(' (job %s is held by %s until %s)', v_job.id, v_job.worker_id,
-                                       v_job.lease_expires_at) END),
+                      CASE WHEN v_job_id IS NULL THEN ' (it has no active extraction job)'
+                           WHEN v_holder IS NULL THEN format(' (job %s is not held)', v_job_id)
+                           ELSE format(' (job %s is held by %s until %s)', v_job_id, v_holder,
+                                       v_lease_expires_at) END),
                   ERRCODE = 'DS004',
                   DETAIL = json_build_object('document_id', p_document_id, 'worker_id', p_worker_id,
-                                             'job_id', v_job.id, 'holder', v_job.worker_id,
-                                             'lease_expires_at', v_job.lease_expires_at)::text,
+                                             'job_id', v_job_id, 'holder', v_holder,
+                                             'lease_expires_at', v_lease_expires_at)::text,
                   HINT = 'A worker whose lease ran out must drop the job; the reaper ends it.';
-    END IF;
-
-    IF p_end_job IS NOT NULL AND v_job.id IS NOT NULL THEN
-        UPDATE docstatus.extraction_jobs SET status = p_end_job, error_message = p_error_message
-         WHERE id = v_job.id;
     END IF;
     RETURN v_document;
 END;
@@ -785,8 +810,10 @@ COMMENT ON FUNCTION docstatus._advance_document IS 'Internal: shared body of the
 
 CREATE FUNCTION docstatus.mark_ocr_running(p_document_id bigint, p_worker_id text DEFAULT NULL)
 RETURNS docstatus.documents
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT docstatus._advance_document(p_document_id, p_worker_id, 'in progress', 'ocr running', NULL, NULL, NULL);
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN docstatus._advance_document(p_document_id, p_worker_id, 'in progress', 'ocr running', NULL, NULL, NULL);
+END;
 $$;
 COMMENT ON FUNCTION docstatus.mark_ocr_running IS
     'Queued document -> (''in progress'', ''ocr running''). With p_worker_id, only while that worker '
@@ -795,16 +822,20 @@ COMMENT ON FUNCTION docstatus.mark_ocr_running IS
 
 CREATE FUNCTION docstatus.mark_llm_running(p_document_id bigint, p_worker_id text DEFAULT NULL)
 RETURNS docstatus.documents
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT docstatus._advance_document(p_document_id, p_worker_id, 'in progress', 'llm running', NULL, NULL, NULL);
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN docstatus._advance_document(p_document_id, p_worker_id, 'in progress', 'llm running', NULL, NULL, NULL);
+END;
 $$;
 COMMENT ON FUNCTION docstatus.mark_llm_running IS
     '''ocr running'' -> ''llm running''. Lease rules as mark_ocr_running (DS004).';
 
 CREATE FUNCTION docstatus.mark_processing_done(p_document_id bigint, p_worker_id text DEFAULT NULL)
 RETURNS docstatus.documents
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT docstatus._advance_document(p_document_id, p_worker_id, 'completed', 'done', NULL, 'done', NULL);
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN docstatus._advance_document(p_document_id, p_worker_id, 'completed', 'done', NULL, 'done', NULL);
+END;
 $$;
 COMMENT ON FUNCTION docstatus.mark_processing_done IS
     '''llm running'' -> (''completed'', ''done''), and the active job -> ''done'' with completed_at. '

@@ -3,7 +3,9 @@
 import psycopg
 import pytest
 
-from .states import COMPLETED, FAILED, LLM, OCR, QUEUED, UPLOADED, make_document, sqlstate_of
+from .states import (
+    COMPLETED, FAILED, LLM, OCR, QUEUED, UPLOADED, document_state, make_document, sqlstate_of,
+)
 
 
 def active_job(conn, doc_id):
@@ -111,6 +113,14 @@ def test_history_is_append_only(conn):
     for statement in ("UPDATE docstatus.status_events SET detail = 'x'", "DELETE FROM docstatus.status_events",
                       "TRUNCATE docstatus.status_events"):
         assert sqlstate_of(lambda: conn.execute(statement)) == "DS006", statement
+
+
+def test_documents_and_jobs_are_kept(conn):
+    doc_id = make_document(conn, COMPLETED)
+    for statement in ("DELETE FROM docstatus.documents", "TRUNCATE docstatus.documents CASCADE",
+                      "DELETE FROM docstatus.extraction_jobs", "TRUNCATE docstatus.extraction_jobs"):
+        assert sqlstate_of(lambda: conn.execute(statement)) == "DS006", statement
+    assert document_state(conn, doc_id) == COMPLETED
 
 
 def test_settings_keep_one_row(conn):
