@@ -129,3 +129,13 @@ def test_delivery_delay_names_the_open_writer(connect, conn):
     assert pid == blocker.info.backend_pid
     blocker.rollback()
     assert conn.execute("SELECT pending_events FROM docstatus.event_delivery").fetchone()[0] == 0
+
+
+def test_read_only_transactions_do_not_hold_delivery_back(connect, conn):
+    reader = connect()
+    reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    reader.execute("SELECT count(*) FROM docstatus.documents")  # a long reader, no transaction id
+    register(conn)
+    delivered = conn.execute("SELECT count(*) FROM docstatus.events_after()").fetchone()[0]
+    assert delivered == 2
+    reader.rollback()
