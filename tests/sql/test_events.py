@@ -132,10 +132,11 @@ def test_delivery_delay_names_the_open_writer(connect, conn):
 
 
 def test_read_only_transactions_do_not_hold_delivery_back(connect, conn):
-    reader = connect()
+    reader = connect(autocommit=True)  # explicit BEGIN, so the isolation level is really RR
     reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     reader.execute("SELECT count(*) FROM docstatus.documents")  # a long reader, no transaction id
     register(conn)
     delivered = conn.execute("SELECT count(*) FROM docstatus.events_after()").fetchone()[0]
     assert delivered == 2
-    reader.rollback()
+    assert reader.execute("SHOW transaction_isolation").fetchone()[0] == "repeatable read"
+    reader.execute("ROLLBACK")
