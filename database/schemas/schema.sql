@@ -27,12 +27,23 @@ CREATE TABLE docstatus.settings (
     singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     max_attempts   integer NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
     default_lease  interval NOT NULL DEFAULT '5 minutes' CHECK (default_lease > interval '0'),
-    notify_events  boolean NOT NULL DEFAULT true
+    notify_events  boolean NOT NULL DEFAULT true,
+    -- 100 MiB. validate_document fails a larger document, and an empty one.
+    max_document_bytes bigint NOT NULL DEFAULT 104857600 CHECK (max_document_bytes > 0),
+    -- Retries wait: retry_base_delay before the second attempt, doubling, at most retry_max_delay.
+    retry_base_delay interval NOT NULL DEFAULT '10 seconds' CHECK (retry_base_delay >= interval '0'),
+    retry_max_delay  interval NOT NULL DEFAULT '10 minutes',
+    CONSTRAINT settings_retry_delays CHECK (retry_max_delay >= retry_base_delay)
 );
 COMMENT ON TABLE docstatus.settings IS
     'Configuration as data, one row. max_attempts: attempts before the reaper stops retrying; '
     'default_lease: lease given to a job that enters ocr running without a holder; '
-    'notify_events: false sends only docstatus_alerts (history is written all the same).';
+    'notify_events: false sends only docstatus_alerts (history is written all the same); '
+    'max_document_bytes: validate_document fails a larger document.';
+COMMENT ON COLUMN docstatus.settings.retry_base_delay IS
+    'How long the second attempt of a document waits after the first one failed (lease expired, or '
+    'mark_attempt_failed); every further failure doubles the wait, up to retry_max_delay. 0: retry at once.';
+COMMENT ON COLUMN docstatus.settings.retry_max_delay IS 'The longest wait between two attempts.';
 INSERT INTO docstatus.settings DEFAULT VALUES;
 
 CREATE FUNCTION docstatus._refuse_settings_delete() RETURNS trigger
@@ -148,15 +159,25 @@ CREATE TABLE docstatus.extraction_jobs (
     started_at       timestamptz,
     completed_at     timestamptz,
     error_message    text,
+    -- When the job may be claimed: its creation, or later for a retry that waits.
+    not_before       timestamptz NOT NULL DEFAULT now(),
+    released         boolean NOT NULL DEFAULT false,
     UNIQUE (document_id, attempt),
     -- A terminal job always has its end time, and only a terminal job has one.
     CONSTRAINT extraction_jobs_completed_at CHECK ((completed_at IS NULL) = (status = 'pending extraction')),
     CONSTRAINT extraction_jobs_failed_has_error CHECK (status <> 'failed' OR error_message IS NOT NULL),
-    CONSTRAINT extraction_jobs_lease_has_holder CHECK ((worker_id IS NULL) = (lease_expires_at IS NULL))
+    CONSTRAINT extraction_jobs_lease_has_holder CHECK ((worker_id IS NULL) = (lease_expires_at IS NULL)),
+    CONSTRAINT extraction_jobs_released_failed CHECK (NOT released OR status = 'failed')
 );
 COMMENT ON TABLE docstatus.extraction_jobs IS
     'One row per extraction run of a document. A job a worker holds stays pending extraction, '
     'with worker_id and lease_expires_at set; done and failed are final and carry completed_at.';
+COMMENT ON COLUMN docstatus.extraction_jobs.not_before IS
+    'claim_extraction_job hands the job out from this time on: its creation for a first attempt, '
+    'later for a retry that waits (settings.retry_base_delay).';
+COMMENT ON COLUMN docstatus.extraction_jobs.released IS
+    'The worker gave this attempt back unfinished (release_job, on shutdown). It failed, but it '
+    'does not count against settings.max_attempts.';
 
 CREATE INDEX extraction_jobs_by_document ON docstatus.extraction_jobs (document_id, created_at DESC);
 -- At most one active job per document.
@@ -165,8 +186,8 @@ CREATE UNIQUE INDEX extraction_jobs_one_active ON docstatus.extraction_jobs (doc
 -- Idempotency keys are unique per document; most jobs have none, so they cost no index entry.
 CREATE UNIQUE INDEX extraction_jobs_idempotency_key ON docstatus.extraction_jobs (document_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
--- The claim path: unheld active jobs, oldest first.
-CREATE INDEX extraction_jobs_claimable ON docstatus.extraction_jobs (created_at, id)
+-- The claim path: unheld active jobs by the time they may run.
+CREATE INDEX extraction_jobs_claimable ON docstatus.extraction_jobs (not_before, id)
     WHERE status = 'pending extraction' AND worker_id IS NULL;
 -- The reaper's path: held active jobs by lease end.
 CREATE INDEX extraction_jobs_leased ON docstatus.extraction_jobs (lease_expires_at)
@@ -556,6 +577,66 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._insert_job IS 'Internal: inserts attempt max+1 of a document (caller holds the document lock).';
 
+-- Queues the next attempt of a document whose active job has just failed; the caller holds the
+-- document lock and has just moved the document to failed. With p_backoff (a failure), only
+-- while the attempts that count are fewer than settings.max_attempts, and not before
+-- retry_base_delay * 2^(failures - 1), capped at retry_max_delay; without it (a release), at
+-- once and whatever max_attempts says. Returns the new job's id, NULL when none was queued.
+CREATE FUNCTION docstatus._queue_next_attempt(p_document_id bigint, p_backoff boolean)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_settings docstatus.settings;
+    v_last_attempt integer;
+    v_counted integer;
+    v_delay interval := interval '0';
+    v_job_id bigint;
+BEGIN
+    SELECT max(attempt), count(*) FILTER (WHERE NOT released) INTO v_last_attempt, v_counted
+      FROM docstatus.extraction_jobs WHERE document_id = p_document_id;
+    IF p_backoff THEN
+        SELECT * INTO v_settings FROM docstatus.settings;
+        IF v_counted >= v_settings.max_attempts THEN
+            RETURN NULL;
+        END IF;
+        -- The exponent stops at 30: any base delay times 2^30 is past any sensible cap already.
+        v_delay := least(v_settings.retry_max_delay,
+                         v_settings.retry_base_delay * power(2, least(greatest(v_counted - 1, 0), 30)));
+    END IF;
+    UPDATE docstatus.documents
+       SET text_extraction_status = 'ready', processing_status = 'pending extraction', status_reason = NULL
+     WHERE id = p_document_id;
+    INSERT INTO docstatus.extraction_jobs (document_id, attempt, not_before)
+    VALUES (p_document_id, v_last_attempt + 1, now() + v_delay)
+    RETURNING id INTO v_job_id;
+    RETURN v_job_id;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._queue_next_attempt IS
+    'Internal: back to ready with the next attempt after a failure (with backoff, while attempts '
+    'remain) or a release (at once).';
+
+CREATE FUNCTION docstatus._raise_lease_not_held(
+    p_document_id bigint, p_worker_id text, p_job_id bigint, p_holder text, p_lease_expires_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING
+              MESSAGE = format('worker %s does not hold a lease on document %s%s',
+                  coalesce(p_worker_id, session_user), p_document_id,
+                  CASE WHEN p_job_id IS NULL THEN ' (it has no active extraction job)'
+                       WHEN p_holder IS NULL THEN format(' (job %s is not held)', p_job_id)
+                       ELSE format(' (job %s is held by %s until %s)', p_job_id, p_holder,
+                                   p_lease_expires_at) END),
+              ERRCODE = 'DS004',
+              DETAIL = json_build_object('document_id', p_document_id, 'worker_id', p_worker_id,
+                                         'job_id', p_job_id, 'holder', p_holder,
+                                         'lease_expires_at', p_lease_expires_at)::text,
+              HINT = 'A worker whose lease ran out must drop the job; the reaper ends it.';
+END;
+$$;
+COMMENT ON FUNCTION docstatus._raise_lease_not_held IS 'Internal: raises DS004 as the mark_* functions do.';
+
 CREATE FUNCTION docstatus.register_document(
     p_blob_container text, p_blob_name text, p_filename text,
     p_mime_type text DEFAULT NULL, p_size_bytes bigint DEFAULT NULL)
@@ -595,6 +676,7 @@ DECLARE
     v_mime text := lower(nullif(btrim(p_mime_type), ''));
     v_had_job boolean;
     v_reason text;
+    v_max_bytes bigint;
 BEGIN
     IF p_blob_retrievable IS NULL THEN
         PERFORM docstatus._raise_invalid_argument('p_blob_retrievable must not be null');
@@ -616,22 +698,37 @@ BEGIN
 
     IF NOT p_blob_retrievable THEN
         v_reason := 'blob not retrievable';
-    ELSIF NOT EXISTS (SELECT FROM docstatus.allowed_mime_types WHERE mime_type = v_mime) THEN
-        v_reason := format('MIME type %s is not allowed', v_mime);
-        IF v_document.text_extraction_status = 'failed' THEN
-            -- Rejected again for the same kind of reason: no round trip through 'not ready'.
-            UPDATE docstatus.documents SET status_reason = v_reason, mime_type = v_mime
+    ELSE
+        -- Size before type: an empty file has no type worth naming. A size nobody registered
+        -- (NULL) cannot be judged and passes these two rules.
+        IF v_document.size_bytes = 0 THEN
+            v_reason := 'document is empty (0 bytes)';
+        ELSIF v_document.size_bytes IS NOT NULL THEN
+            SELECT max_document_bytes INTO v_max_bytes FROM docstatus.settings;
+            IF v_document.size_bytes > v_max_bytes THEN
+                v_reason := format('document is %s bytes, more than the limit of %s bytes '
+                                   '(settings.max_document_bytes)', v_document.size_bytes, v_max_bytes);
+            END IF;
+        END IF;
+        IF v_reason IS NULL AND NOT EXISTS (SELECT FROM docstatus.allowed_mime_types WHERE mime_type = v_mime) THEN
+            v_reason := format('MIME type %s is not allowed', v_mime);
+        END IF;
+        IF v_reason IS NOT NULL THEN
+            IF v_document.text_extraction_status = 'failed' THEN
+                -- Rejected again: no round trip through 'not ready'.
+                UPDATE docstatus.documents SET status_reason = v_reason, mime_type = v_mime
+                 WHERE id = p_document_id RETURNING * INTO v_document;
+                RETURN v_document;
+            END IF;
+            UPDATE docstatus.documents
+               SET text_extraction_status = 'failed', processing_status = 'failed',
+                   status_reason = v_reason, mime_type = v_mime
              WHERE id = p_document_id RETURNING * INTO v_document;
             RETURN v_document;
         END IF;
-        UPDATE docstatus.documents
-           SET text_extraction_status = 'failed', processing_status = 'failed',
-               status_reason = v_reason, mime_type = v_mime
-         WHERE id = p_document_id RETURNING * INTO v_document;
-        RETURN v_document;
     END IF;
 
-    -- Retrievable and allowed, or not retrievable: either way the document is (back) in 'not ready'.
+    -- Retrievable and accepted, or not retrievable: either way the document is (back) in 'not ready'.
     IF v_document.text_extraction_status = 'failed' OR v_reason IS NOT NULL THEN
         UPDATE docstatus.documents
            SET text_extraction_status = 'not ready', processing_status = 'pending extraction',
@@ -650,10 +747,11 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION docstatus.validate_document IS
-    'Promotes an uploaded document: retrievable and MIME allowed -> ''ready'' with one pending job; '
-    'not retrievable -> stays ''not ready'' with status_reason (validate again later); MIME not '
-    'allowed -> ''failed'' with the reason. Accepts a document that failed validation again. Any '
-    'other document is returned unchanged.';
+    'Promotes an uploaded document: retrievable and accepted -> ''ready'' with one pending job; '
+    'not retrievable -> stays ''not ready'' with status_reason (validate again later); rejected '
+    '-> ''failed'' with the reason: an empty document, one larger than settings.max_document_bytes '
+    '(both judged on the registered size_bytes), or a MIME type not in allowed_mime_types. Accepts '
+    'a document that failed validation again. Any other document is returned unchanged.';
 
 CREATE FUNCTION docstatus.create_extraction_job(p_document_id bigint, p_idempotency_key text DEFAULT NULL)
 RETURNS docstatus.extraction_jobs
@@ -716,17 +814,18 @@ BEGIN
      WHERE j.id = (
             SELECT c.id FROM docstatus.extraction_jobs c
               JOIN docstatus.documents d ON d.id = c.document_id
-             WHERE c.status = 'pending extraction' AND c.worker_id IS NULL
+             WHERE c.status = 'pending extraction' AND c.worker_id IS NULL AND c.not_before <= now()
                AND d.text_extraction_status = 'ready'
-             ORDER BY c.created_at, c.id
+             ORDER BY c.not_before, c.id
              LIMIT 1
                FOR UPDATE OF c SKIP LOCKED)
     RETURNING j.*;
 END;
 $$;
 COMMENT ON FUNCTION docstatus.claim_extraction_job IS
-    'Gives the oldest unheld job of a ''ready'' document to p_worker_id with a lease; zero rows '
-    'when none is free. Never the same job to two workers (FOR UPDATE SKIP LOCKED).';
+    'Gives the unheld job of a ''ready'' document that has waited longest since its not_before '
+    '(a retry waits for its backoff) to p_worker_id with a lease; zero rows when none is free. '
+    'Never the same job to two workers (FOR UPDATE SKIP LOCKED).';
 
 CREATE FUNCTION docstatus.heartbeat_job(p_job_id bigint, p_worker_id text, p_lease interval DEFAULT '5 minutes')
 RETURNS boolean
@@ -913,7 +1012,6 @@ CREATE FUNCTION docstatus.reap_expired_jobs()
 RETURNS SETOF docstatus.extraction_jobs
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_max_attempts integer := (SELECT max_attempts FROM docstatus.settings);
     v_expired record;
     v_job docstatus.extraction_jobs;
     v_error text;
@@ -937,20 +1035,16 @@ BEGIN
         UPDATE docstatus.documents
            SET text_extraction_status = 'failed', processing_status = 'failed', status_reason = v_error
          WHERE id = v_job.document_id;
-        IF v_job.attempt < v_max_attempts THEN
-            UPDATE docstatus.documents
-               SET text_extraction_status = 'ready', processing_status = 'pending extraction', status_reason = NULL
-             WHERE id = v_job.document_id;
-            PERFORM docstatus._insert_job(v_job.document_id, NULL);
-        END IF;
+        PERFORM docstatus._queue_next_attempt(v_job.document_id, true);
         RETURN NEXT v_job;
     END LOOP;
 END;
 $$;
 COMMENT ON FUNCTION docstatus.reap_expired_jobs IS
     'Ends every job whose lease ran out: the job and its document fail with an error naming the '
-    'worker; while attempt < settings.max_attempts the document goes back to ''ready'' with a new '
-    'attempt. Returns the jobs it ended.';
+    'worker; while the attempts that count (all but released ones) are fewer than '
+    'settings.max_attempts, the document goes back to ''ready'' with a new attempt that waits '
+    'for its backoff (settings.retry_base_delay, doubling). Returns the jobs it ended.';
 
 CREATE FUNCTION docstatus.events_after(
     p_after_tx xid8 DEFAULT '0', p_after_id bigint DEFAULT 0, p_limit integer DEFAULT 1000)
@@ -999,6 +1093,409 @@ COMMENT ON VIEW docstatus.event_delivery IS
     'One row: pending_events not yet deliverable by events_after and the oldest open writing transaction holding them.';
 
 ------------------------------------------------------------------------------------------------
+-- Operations: what an operator asks from psql, the CLI and monitoring
+------------------------------------------------------------------------------------------------
+
+-- The four states a document should leave on its own, each under one name.
+CREATE TABLE docstatus.stage_slas (
+    state                  text PRIMARY KEY,
+    text_extraction_status text NOT NULL,
+    processing_status      text NOT NULL,
+    max_duration           interval NOT NULL CHECK (max_duration > interval '0'),
+    -- The non-final pairs of documents_status_pair; completed and failed have no SLA.
+    CONSTRAINT stage_slas_state CHECK (
+        (state, text_extraction_status, processing_status) IN (
+            ('uploaded',    'not ready',   'pending extraction'),
+            ('queued',      'ready',       'pending extraction'),
+            ('ocr running', 'in progress', 'ocr running'),
+            ('llm running', 'in progress', 'llm running')))
+);
+COMMENT ON TABLE docstatus.stage_slas IS
+    'How long a document may stay in each non-final state (uploaded, queued, ocr running, llm '
+    'running) before stuck_documents lists it and check_stuck alerts. Editable as data: UPDATE '
+    'max_duration; delete a row to stop watching that state.';
+INSERT INTO docstatus.stage_slas (state, text_extraction_status, processing_status, max_duration) VALUES
+    ('uploaded',    'not ready',   'pending extraction', '10 minutes'),
+    ('queued',      'ready',       'pending extraction', '1 hour'),
+    ('ocr running', 'in progress', 'ocr running',        '15 minutes'),
+    ('llm running', 'in progress', 'llm running',        '30 minutes');
+-- Autovacuum never analyzes a table this small; the stuck_documents plan wants real row counts.
+ANALYZE docstatus.stage_slas;
+
+CREATE VIEW docstatus.stuck_documents AS
+SELECT d.id AS document_id, s.state, d.text_extraction_status, d.processing_status,
+       d.status_entered_at, s.max_duration AS sla, now() - d.status_entered_at AS in_state_for,
+       j.id AS job_id, j.attempt, j.worker_id, j.lease_expires_at, d.status_reason
+  FROM docstatus.stage_slas s
+  JOIN docstatus.documents d
+    ON d.processing_status = s.processing_status
+   AND d.text_extraction_status = s.text_extraction_status
+   AND d.status_entered_at < now() - s.max_duration
+  -- The active job, looked up per stuck document (LIMIT 1 keeps it a lookup, not a join that
+  -- reads every active job).
+  LEFT JOIN LATERAL (
+        SELECT id, attempt, worker_id, lease_expires_at FROM docstatus.extraction_jobs
+         WHERE document_id = d.id AND status = 'pending extraction' LIMIT 1) j ON true
+ -- The predicate of documents_active_by_status, spelled out so the planner may use that index:
+ -- only the 1% of documents still moving are read, never the finished ones.
+ WHERE d.text_extraction_status NOT IN ('completed', 'failed');
+COMMENT ON VIEW docstatus.stuck_documents IS
+    'Documents whose current state has lasted longer than its stage_slas.max_duration, with the '
+    'active job (if any) and its holder. Reads only the documents_active_by_status index.';
+
+-- Failed jobs are grouped by what their errors have in common, not by the ids and times in them.
+CREATE FUNCTION docstatus.normalise_error(p_message text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT btrim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+           regexp_replace(regexp_replace(p_message,
+               -- quoted values: 'x', "x"
+               $re$'[^']*'|"[^"]*"$re$, '<value>', 'g'),
+               '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'gi'),
+               -- timestamps as PostgreSQL and ISO 8601 print them
+               '\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)?', '<time>', 'g'),
+               -- the reaper's 'lease expired: worker w1 held the job until ...'
+               '\m(worker) +[^ ]+', '\1 <worker>', 'gi'),
+               -- hex ids: 0x..., and words of 6+ hex digits with a digit and a letter
+               '\m(0x[0-9a-f]+|(?=[0-9a-f]{6,}\M)(?=[0-9a-f]*[a-f])[0-9a-f]*[0-9][0-9a-f]*)\M', '<hex>', 'gi'),
+               '\d+', '<n>', 'g'),
+               '\s+', ' ', 'g'));
+END;
+COMMENT ON FUNCTION docstatus.normalise_error IS
+    'An error message with its variable parts replaced: quoted values -> <value>, uuids -> <uuid>, '
+    'timestamps -> <time>, the word after "worker" -> <worker>, hex ids -> <hex>, other digits -> '
+    '<n>, whitespace squeezed. failure_summary groups by it; SELECT docstatus.normalise_error(''...'') '
+    'shows which group a message falls in.';
+
+CREATE VIEW docstatus.failure_summary AS
+WITH per_document AS (
+    SELECT docstatus.normalise_error(j.error_message) AS error_pattern, j.document_id,
+           count(*) AS failures, min(j.completed_at) AS first_seen, max(j.completed_at) AS last_seen,
+           (array_agg(j.error_message ORDER BY j.completed_at DESC, j.id DESC))[1] AS example_error
+      FROM docstatus.extraction_jobs j
+     WHERE j.status = 'failed'
+     GROUP BY 1, 2)
+SELECT error_pattern, sum(failures)::bigint AS failures, count(*) AS documents,
+       min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+       (array_agg(example_error ORDER BY last_seen DESC, document_id DESC))[1] AS example_error,
+       (array_agg(document_id ORDER BY last_seen DESC, document_id DESC))[1:5] AS example_document_ids
+  FROM per_document
+ GROUP BY error_pattern
+ ORDER BY failures DESC, last_seen DESC;
+COMMENT ON VIEW docstatus.failure_summary IS
+    'Failed jobs grouped by normalise_error(error_message): failed jobs, distinct documents, first '
+    'and last failure, the latest raw message, and up to five documents that failed so, latest first.';
+
+CREATE VIEW docstatus.document_overview AS
+SELECT d.id AS document_id, d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
+       -- The names of stage_slas.state, plus completed and failed.
+       CASE d.text_extraction_status WHEN 'not ready' THEN 'uploaded' WHEN 'ready' THEN 'queued'
+            WHEN 'in progress' THEN d.processing_status ELSE d.text_extraction_status END AS state,
+       d.text_extraction_status, d.processing_status, d.status_entered_at,
+       now() - d.status_entered_at AS in_status_for, d.status_reason,
+       j.id AS job_id, j.status AS job_status, j.attempt, j.worker_id, j.lease_expires_at,
+       coalesce(f.error_message, CASE WHEN d.text_extraction_status = 'failed' THEN d.status_reason END)
+           AS last_error,
+       d.created_at, d.updated_at
+  FROM docstatus.documents d
+  -- The current job is the latest attempt, whatever its status.
+  LEFT JOIN LATERAL (
+        SELECT id, status, attempt, worker_id, lease_expires_at FROM docstatus.extraction_jobs
+         WHERE document_id = d.id ORDER BY attempt DESC LIMIT 1) j ON true
+  LEFT JOIN LATERAL (
+        SELECT error_message FROM docstatus.extraction_jobs
+         WHERE document_id = d.id AND status = 'failed' ORDER BY attempt DESC LIMIT 1) f ON true;
+COMMENT ON VIEW docstatus.document_overview IS
+    'One row per document: its state, both statuses and for how long, its current job (latest '
+    'attempt: id, status, attempt, holder) and last_error: the latest failed job''s error, or the '
+    'status_reason of a document that failed validation. Filter on document_id for one document.';
+
+------------------------------------------------------------------------------------------------
+-- Status counts without a sequential scan and without a write in the lifecycle
+------------------------------------------------------------------------------------------------
+
+-- status_events already holds one append-only row per status change, creation included, so it
+-- is a log of counter deltas: count(status) = rows entering it - rows leaving it. A per-change
+-- counter UPDATE in the triggers would add a write to every status change and make lifecycle
+-- transactions lock shared rows until commit: writers would queue on them, and two transactions
+-- that change a job and a document in opposite orders would deadlock (sharding the rows only
+-- makes that rarer). Instead the log is folded into these counters now and then, and
+-- status_counts adds the few events written since.
+CREATE TABLE docstatus.status_counters (
+    kind   text NOT NULL CHECK (kind IN ('text_extraction', 'processing', 'job')),
+    status text NOT NULL,
+    count  bigint NOT NULL,
+    PRIMARY KEY (kind, status)
+);
+COMMENT ON TABLE docstatus.status_counters IS
+    'Documents per text_extraction_status and processing_status, jobs per status, as of the events '
+    'of every transaction below status_counters_fold.folded_below_tx. Read status_counts instead: '
+    'it adds the events not folded yet.';
+INSERT INTO docstatus.status_counters (kind, status, count)
+SELECT DISTINCT t.kind, s.status, 0
+  FROM docstatus.status_transitions t, unnest(ARRAY[t.from_status, t.to_status]) AS s (status);
+
+CREATE TABLE docstatus.status_counters_fold (
+    -- One row only: the primary key can only be true.
+    singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    folded_below_tx xid8 NOT NULL DEFAULT '0',
+    folded_at       timestamptz
+);
+COMMENT ON TABLE docstatus.status_counters_fold IS
+    'One row: status_counters include the events of every transaction with tx_id < folded_below_tx; '
+    'folded_at is when fold_status_counters last ran. Monitor both: when nobody folds, or an open '
+    'writing transaction holds folding back, status_counts slows down (it never goes wrong).';
+INSERT INTO docstatus.status_counters_fold DEFAULT VALUES;
+
+-- STABLE and not inlinable (a sub-select), so the planner evaluates it when estimating: it sees
+-- how few events lie past the fold and reads them through status_events_cursor.
+CREATE FUNCTION docstatus.status_counters_folded_below() RETURNS xid8
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce((SELECT folded_below_tx FROM docstatus.status_counters_fold), '0'::xid8);
+END;
+COMMENT ON FUNCTION docstatus.status_counters_folded_below IS
+    'status_counters_fold.folded_below_tx: events of transactions from here on are not in status_counters yet.';
+
+CREATE VIEW docstatus.status_counts AS
+SELECT kind, status, sum(count)::bigint AS count
+  FROM (SELECT kind, status, count FROM docstatus.status_counters
+        UNION ALL
+        SELECT e.kind, change.status, change.delta
+          FROM docstatus.status_events e
+         CROSS JOIN LATERAL (VALUES (e.to_status, 1), (e.from_status, -1)) AS change (status, delta)
+         WHERE e.tx_id >= docstatus.status_counters_folded_below() AND change.status IS NOT NULL
+       ) AS counted
+ GROUP BY kind, status
+ ORDER BY kind, status;
+COMMENT ON VIEW docstatus.status_counts IS
+    'How many documents are in each text_extraction_status and processing_status (kind '
+    'text_extraction, processing) and how many jobs in each status (kind job), zeros included. Exact '
+    'in every snapshot: status_counters plus the status_events not folded into them yet.';
+
+CREATE FUNCTION docstatus.fold_status_counters() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_from xid8;
+    v_below xid8;
+    v_events bigint;
+BEGIN
+    -- One fold at a time; a second caller leaves the work to the one running.
+    SELECT folded_below_tx INTO v_from FROM docstatus.status_counters_fold FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- As in events_after: transactions older than every running one are final, so their events
+    -- can be folded and no event of a late commit is ever skipped.
+    v_below := pg_snapshot_xmin(pg_current_snapshot());
+    IF v_below <= v_from THEN
+        -- Nothing finished since (an idle system, or one old writer holding everything back).
+        UPDATE docstatus.status_counters_fold SET folded_at = now();
+        RETURN 0;
+    END IF;
+    WITH folded AS (
+            SELECT kind, from_status, to_status FROM docstatus.status_events
+             WHERE tx_id >= v_from AND tx_id < v_below),
+         counted AS (
+            INSERT INTO docstatus.status_counters AS c (kind, status, count)
+            SELECT f.kind, change.status, sum(change.delta)
+              FROM folded f
+             CROSS JOIN LATERAL (VALUES (f.to_status, 1), (f.from_status, -1)) AS change (status, delta)
+             WHERE change.status IS NOT NULL
+             GROUP BY f.kind, change.status
+            ON CONFLICT (kind, status) DO UPDATE SET count = c.count + excluded.count)
+    SELECT count(*) INTO v_events FROM folded;
+    UPDATE docstatus.status_counters_fold SET folded_below_tx = v_below, folded_at = now();
+    RETURN v_events;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.fold_status_counters IS
+    'Adds the status_events of finished transactions since the last fold to status_counters and '
+    'returns how many it folded (0 when another fold is running). check_stuck calls it; run either '
+    'every minute or so to keep status_counts fast.';
+
+-- Everything written so far (an existing install's history) is counted once, here.
+DO $$ BEGIN PERFORM docstatus.fold_status_counters(); END $$;
+
+------------------------------------------------------------------------------------------------
+-- Stuck alerts
+------------------------------------------------------------------------------------------------
+
+CREATE TABLE docstatus.stuck_alerts (
+    document_id       bigint NOT NULL REFERENCES docstatus.documents (id),
+    -- A document's stay in one state is named by the time it entered it.
+    status_entered_at timestamptz NOT NULL,
+    state             text NOT NULL,
+    sla               interval NOT NULL,
+    alerted_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (document_id, status_entered_at)
+);
+COMMENT ON TABLE docstatus.stuck_alerts IS
+    'One row per stuck stay check_stuck alerted on, so it alerts once: a document that moves on '
+    'enters its next state at a new status_entered_at and alerts again if that one lasts too long.';
+
+CREATE FUNCTION docstatus.check_stuck() RETURNS SETOF docstatus.stuck_documents
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- The sla goes out as an ISO 8601 duration (PT15M) whatever the session's IntervalStyle.
+SET IntervalStyle = 'iso_8601' AS $$
+DECLARE
+    v_stuck docstatus.stuck_documents;
+BEGIN
+    PERFORM docstatus.fold_status_counters();
+    -- ON CONFLICT: a stay already alerted on (by an earlier call, or a concurrent one that
+    -- committed first) is left out.
+    FOR v_stuck IN
+        WITH stuck AS (SELECT * FROM docstatus.stuck_documents),
+             alerted AS (
+                INSERT INTO docstatus.stuck_alerts (document_id, status_entered_at, state, sla)
+                SELECT document_id, status_entered_at, state, sla FROM stuck
+                ON CONFLICT DO NOTHING
+                RETURNING document_id, status_entered_at)
+        SELECT stuck.* FROM stuck JOIN alerted USING (document_id, status_entered_at)
+         ORDER BY stuck.status_entered_at, stuck.document_id
+    LOOP
+        PERFORM pg_notify('docstatus_alerts', json_build_object(
+            'document_id', v_stuck.document_id, 'job_id', v_stuck.job_id, 'kind', 'stuck',
+            'state', v_stuck.state, 'entered_at', v_stuck.status_entered_at, 'sla', v_stuck.sla,
+            'at', now())::text);
+        RETURN NEXT v_stuck;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.check_stuck IS
+    'Alerts on documents newly stuck: one docstatus_alerts NOTIFY per document and stay '
+    '({"document_id", "job_id", "kind": "stuck", "state", "entered_at", "sla", "at"}), recorded in '
+    'stuck_alerts so it is never repeated; returns those documents. Also folds the status '
+    'counters. Run it every minute or so (worker loop, cron).';
+
+------------------------------------------------------------------------------------------------
+-- Worker functions: release on shutdown, a failure worth retrying
+------------------------------------------------------------------------------------------------
+
+-- The graph has no way back from 'in progress' to 'ready', and history is never rewritten, so
+-- a release is what the reaper does, at once and for free: this attempt fails (released) and
+-- the next one is queued with no wait. A release does not count against max_attempts: a
+-- document should not run out of attempts because workers were redeployed while it ran.
+CREATE FUNCTION docstatus.release_job(p_job_id bigint, p_worker_id text, p_reason text DEFAULT 'shutting down')
+RETURNS docstatus.extraction_jobs
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_job docstatus.extraction_jobs;
+    v_error text;
+BEGIN
+    IF p_job_id IS NULL OR coalesce(p_worker_id, '') = '' THEN
+        PERFORM docstatus._raise_invalid_argument('job id and worker id are required');
+    END IF;
+    SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = p_job_id;
+    IF NOT FOUND THEN
+        PERFORM docstatus._raise_not_found('job', p_job_id);
+    END IF;
+    -- Document first, then job: the lock order of the mark_* functions and the reaper.
+    PERFORM docstatus._lock_document(v_job.document_id);
+    SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = p_job_id FOR UPDATE;
+    IF v_job.status <> 'pending extraction' OR v_job.worker_id IS DISTINCT FROM p_worker_id
+       OR v_job.lease_expires_at <= now() THEN
+        PERFORM docstatus._raise_lease_not_held(
+            v_job.document_id, p_worker_id, CASE WHEN v_job.status = 'pending extraction' THEN v_job.id END,
+            v_job.worker_id, v_job.lease_expires_at);
+    END IF;
+
+    v_error := format('released by worker %s: %s', p_worker_id, coalesce(nullif(btrim(p_reason), ''), 'no reason given'));
+    UPDATE docstatus.extraction_jobs SET status = 'failed', error_message = v_error, released = true
+     WHERE id = p_job_id RETURNING * INTO v_job;
+    UPDATE docstatus.documents
+       SET text_extraction_status = 'failed', processing_status = 'failed', status_reason = v_error
+     WHERE id = v_job.document_id;
+    PERFORM docstatus._queue_next_attempt(v_job.document_id, false);
+    RETURN v_job;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.release_job IS
+    'A worker gives back a job it holds, unfinished (on shutdown): the attempt fails with '
+    '''released by worker <id>: <reason>'' and released = true, and the document is queued again '
+    'at once with the next attempt; a release does not count against settings.max_attempts. DS004 '
+    'unless p_worker_id holds the job with an unexpired lease; DS002 for an unknown job.';
+
+CREATE FUNCTION docstatus.mark_attempt_failed(
+    p_document_id bigint, p_error_message text, p_worker_id text DEFAULT NULL)
+RETURNS docstatus.documents
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_document docstatus.documents;
+BEGIN
+    IF coalesce(btrim(p_error_message), '') = '' THEN
+        PERFORM docstatus._raise_invalid_argument('a failure needs an error message');
+    END IF;
+    v_document := docstatus._advance_document(p_document_id, p_worker_id, 'failed', 'failed',
+                                              p_error_message, 'failed', p_error_message);
+    IF docstatus._queue_next_attempt(p_document_id, true) IS NOT NULL THEN
+        SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
+    END IF;
+    RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.mark_attempt_failed IS
+    'A failure worth retrying (a timeout, a service down): as mark_processing_failed, then, while '
+    'the attempts that count are fewer than settings.max_attempts, back to ''ready'' with the next '
+    'attempt after its backoff, as the reaper does. Returns the document: ''ready'' when retried, '
+    '''failed'' when the attempts are used up. Lease rules as mark_ocr_running (DS004).';
+
+------------------------------------------------------------------------------------------------
+-- Results: the extracted text and fields, as blobs beside the document
+------------------------------------------------------------------------------------------------
+
+CREATE TABLE docstatus.document_results (
+    -- No foreign keys, as in status_events: documents and jobs are never deleted (_refuse_delete),
+    -- and a key here would make TRUNCATE of the jobs fail before that trigger could say why.
+    job_id         bigint PRIMARY KEY,
+    document_id    bigint NOT NULL,
+    blob_container text NOT NULL CHECK (blob_container <> ''),
+    text_blob      text NOT NULL CHECK (text_blob <> ''),
+    fields_blob    text NOT NULL CHECK (fields_blob <> ''),
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE docstatus.document_results IS
+    'Where the result of an extraction run is stored: the extracted text and the fields (JSON) as '
+    'two blobs in the document''s container, one row per job. A document''s result is that of its '
+    'latest done job; a row of a job that did not end done is a leftover of an interrupted run.';
+
+CREATE INDEX document_results_by_document ON docstatus.document_results (document_id, job_id DESC);
+
+CREATE FUNCTION docstatus.record_result(
+    p_document_id bigint, p_text_blob text, p_fields_blob text, p_worker_id text DEFAULT NULL)
+RETURNS docstatus.document_results
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_document docstatus.documents;
+    v_job docstatus.extraction_jobs;
+    v_result docstatus.document_results;
+BEGIN
+    IF coalesce(p_text_blob, '') = '' OR coalesce(p_fields_blob, '') = '' OR p_worker_id = '' THEN
+        PERFORM docstatus._raise_invalid_argument(
+            'text and fields blob names must be non-empty, and the worker id non-empty or null');
+    END IF;
+    v_document := docstatus._lock_document(p_document_id);
+    SELECT * INTO v_job FROM docstatus.extraction_jobs
+     WHERE document_id = p_document_id AND status = 'pending extraction';
+    IF v_job.worker_id IS NULL OR v_job.worker_id IS DISTINCT FROM coalesce(p_worker_id, v_job.worker_id)
+       OR v_job.lease_expires_at <= now() THEN
+        PERFORM docstatus._raise_lease_not_held(p_document_id, p_worker_id, v_job.id, v_job.worker_id,
+                                                v_job.lease_expires_at);
+    END IF;
+    INSERT INTO docstatus.document_results AS r (job_id, document_id, blob_container, text_blob, fields_blob)
+    VALUES (v_job.id, p_document_id, v_document.blob_container, p_text_blob, p_fields_blob)
+    ON CONFLICT (job_id) DO UPDATE
+       SET text_blob = excluded.text_blob, fields_blob = excluded.fields_blob, created_at = now()
+    RETURNING * INTO v_result;
+    RETURN v_result;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.record_result IS
+    'Records the blobs (in the document''s container) holding the extracted text and the fields '
+    'of the document''s active job; again for the same job replaces them. Call it before '
+    'mark_processing_done. Lease rules as mark_ocr_running (DS004).';
+
+------------------------------------------------------------------------------------------------
 -- Roles: least privilege. Roles are cluster-wide, so they are created only when missing.
 ------------------------------------------------------------------------------------------------
 
@@ -1039,3 +1536,15 @@ GRANT EXECUTE ON FUNCTION docstatus.create_extraction_job(bigint, text),
                           docstatus.mark_processing_failed(bigint, text, text),
                           docstatus.retry_document(bigint, text),
                           docstatus.reap_expired_jobs() TO docstatus_worker;
+
+-- Operations: the views and tables above are read like the rest; the worker, which already runs
+-- the periodic reaper, runs the periodic checks too.
+GRANT EXECUTE ON FUNCTION docstatus.normalise_error(text),
+                          docstatus.status_counters_folded_below() TO docstatus_reader;
+GRANT EXECUTE ON FUNCTION docstatus.fold_status_counters(),
+                          docstatus.check_stuck() TO docstatus_worker;
+
+-- The pipeline worker: release on shutdown, retryable failures, results.
+GRANT EXECUTE ON FUNCTION docstatus.release_job(bigint, text, text),
+                          docstatus.mark_attempt_failed(bigint, text, text),
+                          docstatus.record_result(bigint, text, text, text) TO docstatus_worker;

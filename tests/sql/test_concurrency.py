@@ -64,6 +64,7 @@ def expire_leases(conn):
 
 
 def test_reaping_retries_up_to_max_attempts(conn):
+    conn.execute("UPDATE docstatus.settings SET retry_base_delay = '0'")  # backoff: tests/sql/test_backoff.py
     doc_id = make_document(conn, QUEUED)
     for attempt in (1, 2, 3):
         job = conn.execute("SELECT id, attempt FROM docstatus.claim_extraction_job(%s)", (f"w{attempt}",)).fetchone()
@@ -84,6 +85,7 @@ def test_reaping_retries_up_to_max_attempts(conn):
 
 
 def test_presumed_dead_worker_cannot_touch_the_next_attempt(conn):
+    conn.execute("UPDATE docstatus.settings SET retry_base_delay = '0'")
     doc_id = make_document(conn, QUEUED)
     conn.execute("SELECT docstatus.claim_extraction_job('slow')")
     conn.execute("SELECT docstatus.mark_ocr_running(%s, 'slow')", (doc_id,))
