@@ -1,0 +1,173 @@
+"""The one place that turns a PostgreSQL error into a docstatus exception.
+
+The database raises its own SQLSTATEs (``DS001``...) with a JSON ``DETAIL``; this module maps
+``exc.sqlstate`` to a class and parses the detail into attributes. The psycopg error stays
+reachable as ``__cause__``. Errors a caller cannot act on through docstatus, connection
+problems above all (``psycopg.OperationalError``), are not mapped and stay psycopg's.
+
+Around your own SQL, ``with translated(): conn.execute(...)`` gives the same exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+
+class DocStatusError(Exception):
+    """Base of every error the docstatus database raises on purpose.
+
+    ``sqlstate``, ``detail`` (the parsed JSON DETAIL, or ``{}``) and ``hint`` come from the
+    PostgreSQL error, which is also ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, detail: dict[str, Any] | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.detail = detail or {}
+        self.hint = hint
+
+
+class InvalidTransition(DocStatusError):
+    """DS001: a status change the transition graph does not allow."""
+
+    @property
+    def document_id(self) -> int | None:
+        return self.detail.get("document_id")
+
+    @property
+    def job_id(self) -> int | None:
+        return self.detail.get("job_id")
+
+    @property
+    def kind(self) -> str | None:
+        return self.detail.get("kind")
+
+    @property
+    def column(self) -> str | None:
+        """``text_extraction_status``, ``processing_status`` or ``status`` (a job's)."""
+        return self.detail.get("column")
+
+    @property
+    def from_status(self) -> str | None:
+        return self.detail.get("from")
+
+    @property
+    def to_status(self) -> str | None:
+        return self.detail.get("to")
+
+
+class NotFound(DocStatusError):
+    """DS002: no document or job with that id."""
+
+    @property
+    def document_id(self) -> int | None:
+        return self.detail.get("document_id")
+
+    @property
+    def job_id(self) -> int | None:
+        return self.detail.get("job_id")
+
+
+class InvalidArgument(DocStatusError):
+    """DS003 (empty names, negative size, missing values), or 23514: a value its CHECK refuses,
+    such as an unknown status string; ``constraint`` names that CHECK."""
+
+    constraint: str | None = None
+
+
+class LeaseLost(DocStatusError):
+    """DS004: the worker does not hold the document's active job, or its lease ran out."""
+
+    @property
+    def document_id(self) -> int | None:
+        return self.detail.get("document_id")
+
+    @property
+    def worker_id(self) -> str | None:
+        return self.detail.get("worker_id")
+
+    @property
+    def job_id(self) -> int | None:
+        return self.detail.get("job_id")
+
+    @property
+    def holder(self) -> str | None:
+        return self.detail.get("holder")
+
+
+class DocumentJobMismatch(DocStatusError):
+    """DS005: at commit, a document and its active job disagree (raw writes did half a move)."""
+
+    @property
+    def document_id(self) -> int | None:
+        return self.detail.get("document_id")
+
+    @property
+    def text_extraction_status(self) -> str | None:
+        return self.detail.get("text_extraction_status")
+
+    @property
+    def has_active_job(self) -> bool | None:
+        return self.detail.get("has_active_job")
+
+
+class PermissionDenied(DocStatusError):
+    """42501: the role may not call this function (e.g. a reader registering a document)."""
+
+
+# SQLSTATE -> exception class. Any other DSxxx code becomes the base class.
+_CLASS_OF_SQLSTATE: dict[str, type[DocStatusError]] = {
+    "DS001": InvalidTransition,
+    "DS002": NotFound,
+    "DS003": InvalidArgument,
+    "DS004": LeaseLost,
+    "DS005": DocumentJobMismatch,
+    "42501": PermissionDenied,
+    "23514": InvalidArgument,
+}
+
+
+def _parse_detail(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def translate(exc: psycopg.Error) -> DocStatusError | None:
+    """The docstatus exception for a psycopg error, or None when it is not one of ours."""
+    sqlstate = exc.sqlstate
+    if sqlstate is None:
+        return None
+    cls = _CLASS_OF_SQLSTATE.get(sqlstate)
+    if cls is None:
+        if not sqlstate.startswith("DS"):
+            return None
+        cls = DocStatusError
+    diag = exc.diag
+    error = cls(diag.message_primary or str(exc), sqlstate=sqlstate,
+                detail=_parse_detail(diag.message_detail), hint=diag.message_hint)
+    if sqlstate == "23514":
+        error.constraint = diag.constraint_name  # type: ignore[attr-defined]
+    return error
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise a psycopg error of ours as its docstatus exception, from the original."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        error = translate(exc)
+        if error is None:
+            raise
+        raise error from exc

@@ -1,0 +1,211 @@
+"""Typed, immutable results of the docstatus SQL API.
+
+The enum values are exactly the strings the database stores; a test compares them with the
+CHECK constraints and ``docstatus.status_transitions``, so the two cannot drift. Being
+``StrEnum`` members they compare equal to those strings (``ProcessingStatus.DONE == 'done'``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+
+class TextExtractionStatus(enum.StrEnum):
+    """``documents.text_extraction_status``: may the document be processed, and how did it end."""
+
+    NOT_READY = "not ready"
+    READY = "ready"
+    IN_PROGRESS = "in progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ProcessingStatus(enum.StrEnum):
+    """``documents.processing_status``: which pipeline stage runs now."""
+
+    PENDING_EXTRACTION = "pending extraction"
+    OCR_RUNNING = "ocr running"
+    LLM_RUNNING = "llm running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class JobStatus(enum.StrEnum):
+    """``extraction_jobs.status``. A held job stays pending, with a worker and a lease."""
+
+    PENDING_EXTRACTION = "pending extraction"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class EventKind(enum.StrEnum):
+    """``status_events.kind``: which status moved."""
+
+    TEXT_EXTRACTION = "text_extraction"
+    PROCESSING = "processing"
+    JOB = "job"
+
+
+# The status enum of each event kind, for typing an event's from/to strings.
+STATUS_ENUM_OF_KIND: dict[EventKind, type[enum.StrEnum]] = {
+    EventKind.TEXT_EXTRACTION: TextExtractionStatus,
+    EventKind.PROCESSING: ProcessingStatus,
+    EventKind.JOB: JobStatus,
+}
+
+Status = TextExtractionStatus | ProcessingStatus | JobStatus
+
+
+class Cursor(NamedTuple):
+    """A position in the event log: ``events_after`` returns the events after it.
+
+    Persist ``str(cursor)`` and read it back with ``Cursor.parse``.
+    """
+
+    tx_id: int
+    event_id: int
+
+    def __str__(self) -> str:
+        return f"{self.tx_id}:{self.event_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        tx_id, _, event_id = text.partition(":")
+        return cls(int(tx_id), int(event_id))
+
+    @classmethod
+    def beginning(cls) -> Cursor:
+        """Before every event: a subscriber started here replays the whole history."""
+        return cls(0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A row of ``docstatus.documents``."""
+
+    id: int
+    blob_container: str
+    blob_name: str
+    filename: str
+    mime_type: str | None
+    size_bytes: int | None
+    text_extraction_status: TextExtractionStatus
+    processing_status: ProcessingStatus
+    status_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    status_entered_at: datetime
+
+    @classmethod
+    def from_row(cls, row: tuple) -> Document:
+        """From the columns in field order (the query files select them in that order)."""
+        return cls(
+            row[0], row[1], row[2], row[3], row[4], row[5],
+            TextExtractionStatus(row[6]), ProcessingStatus(row[7]),
+            row[8], row[9], row[10], row[11],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionJob:
+    """A row of ``docstatus.extraction_jobs``: one extraction run of a document."""
+
+    id: int
+    document_id: int
+    status: JobStatus
+    attempt: int
+    idempotency_key: str | None
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error_message: str | None
+    not_before: datetime
+    released: bool
+
+    @classmethod
+    def from_row(cls, row: tuple) -> ExtractionJob:
+        return cls(row[0], row[1], JobStatus(row[2]), *row[3:13])
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """A row of ``docstatus.status_events``: one status change (creation has no from_status)."""
+
+    id: int
+    tx_id: int
+    document_id: int
+    job_id: int | None
+    kind: EventKind
+    from_status: Status | None
+    to_status: Status
+    detail: str | None
+    occurred_at: datetime
+
+    @property
+    def cursor(self) -> Cursor:
+        """The position right after this event: persist it once the event is handled."""
+        return Cursor(self.tx_id, self.id)
+
+    @classmethod
+    def from_row(cls, row: tuple) -> StatusEvent:
+        kind = EventKind(row[4])
+        status = STATUS_ENUM_OF_KIND[kind]
+        from_status = None if row[5] is None else status(row[5])
+        return cls(row[0], row[1], row[2], row[3], kind, from_status, status(row[6]), row[7], row[8])
+
+
+@dataclass(frozen=True, slots=True)
+class EventDelivery:
+    """The row of ``docstatus.event_delivery``: how far ``events_after`` is held back."""
+
+    pending_events: int
+    oldest_writer_pid: int | None
+    oldest_writer_state: str | None
+    held_for: timedelta | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> EventDelivery:
+        return cls(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class StuckDocument:
+    """A row of ``docstatus.stuck_documents``: a document in one state longer than its SLA."""
+
+    document_id: int
+    state: str
+    text_extraction_status: TextExtractionStatus
+    processing_status: ProcessingStatus
+    status_entered_at: datetime
+    sla: timedelta
+    in_state_for: timedelta
+    job_id: int | None
+    attempt: int | None
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    status_reason: str | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> StuckDocument:
+        return cls(row[0], row[1], TextExtractionStatus(row[2]), ProcessingStatus(row[3]), *row[4:12])
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentResult:
+    """A row of ``docstatus.document_results``: where one extraction run stored its output."""
+
+    job_id: int
+    document_id: int
+    blob_container: str
+    text_blob: str
+    fields_blob: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: tuple) -> DocumentResult:
+        return cls(*row)

@@ -1,0 +1,4 @@
+-- Client.check_stuck. Columns in models.StuckDocument field order.
+SELECT document_id, state, text_extraction_status, processing_status, status_entered_at, sla,
+       in_state_for, job_id, attempt, worker_id, lease_expires_at, status_reason
+  FROM docstatus.check_stuck()

@@ -1,0 +1,2 @@
+-- Client.fold_status_counters.
+SELECT docstatus.fold_status_counters()

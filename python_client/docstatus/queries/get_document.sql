@@ -1,0 +1,5 @@
+-- Client.get_document. Columns in models.Document field order.
+SELECT id, blob_container, blob_name, filename, mime_type, size_bytes, text_extraction_status,
+       processing_status, status_reason, created_at, updated_at, status_entered_at
+  FROM docstatus.documents
+ WHERE id = %(document_id)s

@@ -1,0 +1,2 @@
+-- Client.normalise_error.
+SELECT docstatus.normalise_error(p_message => %(message)s)

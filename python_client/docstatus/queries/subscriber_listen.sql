@@ -1,0 +1,2 @@
+-- Subscriber: LISTEN takes no parameter; {channel} is filled with psycopg.sql.Identifier.
+LISTEN {channel}
