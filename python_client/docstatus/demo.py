@@ -1,0 +1,350 @@
+"""``make demo``: docstatus end to end on this machine, with nothing configured and no Docker.
+
+    python -m docstatus.demo up      # make demo
+    python -m docstatus.demo down    # make demo-down
+
+``up`` starts a private PostgreSQL (``docstatus.embedded``) and Azurite (npm, installed under
+``.local/azurite`` if missing), migrates, uploads the sample documents of ``tests/data`` plus a
+PDF without a text layer (a scan: its OCR fails, whatever is installed), runs the pipeline
+worker until every document has ended, and prints the status table and one document's
+timeline. The services keep running for you to explore; ``down`` stops what ``up`` started.
+With ``DOCSTATUS_DSN`` or ``AZURE_STORAGE_CONNECTION_STRING`` set, it uses those instead (e.g.
+the services of compose.yml) and never stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from docstatus import migrations
+from docstatus.embedded import LocalPostgres
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = REPO_ROOT / "tests" / "data"
+AZURITE_VERSION = "3.35.0"
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's documented development key (public, not a secret).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+WAIT_FOR_DOCUMENTS = 180.0
+
+
+def pdf_without_text_layer() -> bytes:
+    """A valid one-page PDF with no text objects: what a scanner sends, minus the picture."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+               b"<< /Length 0 >>\nstream\n\nendstream"]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+# --- Azurite -----------------------------------------------------------------------------------
+
+class LocalAzurite:
+    """An Azurite blob service in the background, its pid and port under ``.local/demo``."""
+
+    def __init__(self, base: Path) -> None:
+        self.prefix = base / "azurite"
+        self.state = base / "demo"
+        self.binary = self.prefix / "node_modules" / ".bin" / "azurite-blob"
+
+    def connection_string(self, port: int) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
+
+    def install(self) -> None:
+        if self.binary.is_file():
+            return
+        npm = shutil.which("npm")
+        if npm is None:
+            raise SystemExit("demo: Azurite needs npm (Debian: apt-get install npm), or set "
+                             "AZURE_STORAGE_CONNECTION_STRING to a blob store you have")
+        print(f"  installing azurite@{AZURITE_VERSION} with npm into {self.prefix} ...")
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(self.prefix),
+                        f"azurite@{AZURITE_VERSION}"], check=True)
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int((self.state / "azurite.pid").read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists() and b"azurite" not in cmdline.read_bytes():
+            return None  # the pid was reused by something else
+        return pid
+
+    def start(self) -> str:
+        self.install()
+        self.state.mkdir(parents=True, exist_ok=True)
+        port_file = self.state / "azurite.port"
+        if self._pid() is not None and port_file.is_file():
+            return self.connection_string(int(port_file.read_text()))
+        port = 10000 if _port_is_free(10000) else _free_port()
+        with open(self.state / "azurite.log", "ab") as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                [str(self.binary), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+                 "--location", str(self.state / "azurite"), "--skipApiVersionCheck", "--silent", "--disableTelemetry"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        (self.state / "azurite.pid").write_text(f"{process.pid}\n")
+        port_file.write_text(f"{port}\n")
+        deadline = time.monotonic() + 30
+        while not _answers_http(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"demo: Azurite did not start; see {self.state / 'azurite.log'}")
+            time.sleep(0.1)
+        return self.connection_string(port)
+
+    def stop(self) -> bool:
+        pid = self._pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while self._pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (self.state / "azurite.pid").unlink(missing_ok=True)
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _answers_http(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        connection.request("GET", f"/{AZURITE_ACCOUNT}?comp=list")
+        connection.getresponse().read()
+        return True
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+# --- the demo ----------------------------------------------------------------------------------
+
+class _StatusPrinter(logging.Handler):
+    """Prints the worker's status changes as they happen, one short line each."""
+
+    def __init__(self, filenames: dict[int, str]) -> None:
+        super().__init__(logging.INFO)
+        self.filenames = filenames
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "fields", None) or {}
+        if fields.get("event") != "status" or fields.get("status") == "claimed":
+            return
+        document_id = fields.get("document_id")
+        error = f"  ({fields['error']})" if fields.get("error") else ""
+        print(f"    document {document_id:>3} {self.filenames.get(document_id, ''):<22} -> {fields['status']}{error}")
+
+
+@contextmanager
+def _printing_status_changes(filenames: dict[int, str]) -> Iterator[None]:
+    worker_log = logging.getLogger("docstatus.worker")
+    printer = _StatusPrinter(filenames)
+    saved = worker_log.level, worker_log.propagate
+    worker_log.addHandler(printer)
+    worker_log.setLevel(logging.INFO)
+    worker_log.propagate = False  # the table below says the rest
+    try:
+        yield
+    finally:
+        worker_log.removeHandler(printer)
+        worker_log.level, worker_log.propagate = saved
+
+
+def up(base: Path) -> None:
+    from docstatus.client import Client
+    from docstatus.dms import DocumentStore
+    from docstatus.pipeline import Worker, get_result
+
+    state = base / "demo"
+    state.mkdir(parents=True, exist_ok=True)
+    started = _read_started(state)
+
+    print("1. PostgreSQL")
+    dsn = os.environ.get("DOCSTATUS_DSN")
+    if dsn:
+        print("   using DOCSTATUS_DSN")
+    else:
+        cluster = LocalPostgres(base)
+        dsn = cluster.start()
+        started["postgres"] = True
+        where = "the pgserver wheel" if cluster.bindir is None else f"{cluster.bindir} in {cluster.cluster_dir}"
+        print(f"   embedded cluster running ({where})")
+    print("2. Azurite (blob storage)")
+    connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if connection_string:
+        print("   using AZURE_STORAGE_CONNECTION_STRING")
+    else:
+        connection_string = LocalAzurite(base).start()
+        started["azurite"] = True
+        print(f"   running on {connection_string.split('BlobEndpoint=')[1].rstrip(';')}")
+    _write_started(state, started)
+
+    print("3. Migrations")
+    applied = migrations.apply(dsn)
+    print(f"   applied {', '.join(applied)}" if applied else "   already up to date")
+
+    container = "demo-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    print(f"4. Upload and validate (container {container})")
+    samples = sorted(path for path in SAMPLES.glob("*") if path.is_file() and path.suffix != ".py")
+    with ConnectionPool(dsn, min_size=1, max_size=8, kwargs={"autocommit": True}, open=True) as pool, \
+            DocumentStore(pool, connection_string, container) as store:
+        client = Client(pool)
+        documents = []
+        sources = [(path.read_bytes(), path.name) for path in samples]
+        sources.append((pdf_without_text_layer(), "scanned-letter.pdf"))
+        for data, filename in sources:
+            document, job = store.upload_and_validate(data, filename)
+            documents.append(document)
+            verdict = "queued" if job is not None else f"rejected: {document.status_reason}"
+            print(f"   document {document.id:>3} {filename:<22} {verdict} ({document.mime_type or 'type unknown'})")
+
+        queued = [document.id for document in documents if document.text_extraction_status == "ready"]
+        filenames = {document.id: document.filename for document in documents}
+        print(f"5. Worker: {len(queued)} documents through OCR -> fields")
+        with _printing_status_changes(filenames), \
+                Worker(pool, store, concurrency=2, lease=timedelta(seconds=30), check_stuck_interval=None) as worker:
+            worker.start()
+            _wait_until_ended(client, queued)
+
+        print("\n6. Status")
+        _print_table(client, documents, lambda document_id: get_result(pool, store, document_id))
+        shown = next((document for name in ("invoice.png", "invoice.pdf") for document in documents
+                      if document.filename == name), documents[0])
+        print(f"\n7. Timeline of document {shown.id} ({shown.filename})")
+        _print_timeline(client, shown.id)
+
+    print("\nExplore:")
+    if started.get("postgres"):
+        print(f"   export DOCSTATUS_DSN='{dsn}'")
+    if started.get("azurite"):
+        print(f"   export AZURE_STORAGE_CONNECTION_STRING='{connection_string}'")
+    print("   psql \"$DOCSTATUS_DSN\" -c 'SELECT * FROM docstatus.document_overview'")
+    print("   docstatus upload FILE...  and  docstatus worker")
+    print("   make demo-down   # stops what the demo started")
+
+
+def _wait_until_ended(client, document_ids: list[int]) -> None:
+    deadline = time.monotonic() + WAIT_FOR_DOCUMENTS
+    while True:
+        ended = [client.get_document(document_id).text_extraction_status in ("completed", "failed")
+                 for document_id in document_ids]
+        if all(ended):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: documents still running after {WAIT_FOR_DOCUMENTS:g}s")
+        time.sleep(0.2)
+
+
+def _print_table(client, documents, result_of) -> None:
+    print(f"   {'id':>3}  {'file':<22} {'status':<10} {'tries':>5}  result or reason")
+    for document in documents:
+        current = client.get_document(document.id)
+        jobs = client.list_jobs(document.id)
+        if current.text_extraction_status == "completed":
+            result = result_of(document.id)
+            fields = result.fields if result else {}
+            amounts = ", ".join(f"{a['value']} {a['currency']}" for a in fields.get("amounts", []))
+            detail = f"title {fields.get('title')!r}; dates {fields.get('dates')}; amounts [{amounts}]; " \
+                     f"emails {fields.get('emails')}"
+        else:
+            detail = current.status_reason or ""
+        print(f"   {document.id:>3}  {document.filename:<22} {current.text_extraction_status:<10} "
+              f"{len(jobs):>5}  {detail[:110]}")
+
+
+def _print_timeline(client, document_id: int) -> None:
+    events = client.history(document_id)
+    if not events:
+        return
+    first = events[0].occurred_at
+    for event in events:
+        offset = (event.occurred_at - first).total_seconds() * 1000
+        moved = f"{event.from_status or '(new)'} -> {event.to_status}"
+        subject = f"job {event.job_id}" if event.job_id else event.kind.value
+        detail = f"  {event.detail}" if event.detail else ""
+        print(f"   +{offset:8.1f} ms  {subject:<16} {moved}{detail}")
+
+
+def down(base: Path, purge: bool) -> None:
+    state = base / "demo"
+    started = _read_started(state)
+    stopped = []
+    if started.get("azurite") and LocalAzurite(base).stop():
+        stopped.append("Azurite")
+    if started.get("postgres") and LocalPostgres(base).stop():
+        stopped.append("PostgreSQL")
+    _write_started(state, {})
+    print(f"demo: stopped {' and '.join(stopped)}" if stopped else "demo: nothing running")
+    if purge:
+        for path in (base / "demo", base / "pg"):
+            shutil.rmtree(path, ignore_errors=True)
+        print("demo: removed its data (.local/demo, .local/pg)")
+
+
+def _read_started(state: Path) -> dict:
+    try:
+        return json.loads((state / "started.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_started(state: Path, started: dict) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "started.json").write_text(json.dumps(started))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m docstatus.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("--base", type=Path, default=Path.cwd() / ".local",
+                        help="where the demo keeps its services and data (default: ./.local)")
+    parser.add_argument("--purge", action="store_true", help="down: also delete the demo's data")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            up(args.base)
+        else:
+            down(args.base, args.purge)
+    except (psycopg.Error, RuntimeError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"demo: {exc}") from exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

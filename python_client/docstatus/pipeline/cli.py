@@ -1,0 +1,78 @@
+"""``docstatus worker``: the pipeline worker as a command, logging JSON lines.
+
+Registered on the ``docstatus`` click group by ``docstatus.cli``. Importing this module is
+cheap: the worker and its engines load when the command runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from datetime import timedelta
+
+import click
+
+
+def load_object(spec: str) -> object:
+    """'package.module:attribute' -> the attribute; a class is instantiated without arguments."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{spec!r} is not module:attribute")
+    try:
+        value = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {spec!r}: {exc}") from exc
+    return value() if isinstance(value, type) else value
+
+
+@click.command()
+@click.option("--dsn", envvar="DOCSTATUS_DSN", default="", show_envvar=True,
+              help="libpq connection string or postgresql:// URL (empty: libpq defaults, PGHOST etc.).")
+@click.option("--blob-connection-string", envvar="AZURE_STORAGE_CONNECTION_STRING", default="", show_envvar=True,
+              help="Azure Storage connection string (empty: Azurite's development account on 127.0.0.1:10000).")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Jobs processed at the same time (threads).")
+@click.option("--once", is_flag=True, help="Process the jobs that can be claimed now, then exit.")
+@click.option("--lease", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds a claim lasts without a heartbeat (heartbeats every third of it).")
+@click.option("--grace-period", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Seconds running jobs may take to finish after SIGTERM/SIGINT before they are released.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds between looks for work when no NOTIFY arrives.")
+@click.option("--ocr", "ocr_spec", metavar="MODULE:ATTR", default=None,
+              help="Your OCR engine, a callable (data: bytes, mime_type: str) -> str [default: built-in].")
+@click.option("--llm", "llm_spec", metavar="MODULE:ATTR", default=None,
+              help="Your field extractor, a callable (text: str) -> dict [default: chat completions when "
+                   "DOCSTATUS_LLM_URL is set, else rule-based].")
+@click.option("--worker-id", default=None, help="Name in leases and logs [default: host-pid-random].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def worker(dsn: str, blob_connection_string: str, concurrency: int, once: bool, lease: float,
+           grace_period: float, poll_interval: float, ocr_spec: str | None, llm_spec: str | None,
+           worker_id: str | None, log_level: str) -> None:
+    """Run the OCR -> LLM pipeline on queued documents until SIGTERM/SIGINT (or --once).
+
+    Logs one JSON line per status change on stderr. On SIGTERM/SIGINT it stops claiming, lets
+    running jobs finish within --grace-period, releases the others for an immediate retry, and
+    exits 0; a second signal releases at once.
+    """
+    import psycopg
+    import psycopg_pool
+
+    from docstatus.pipeline.logjson import configure_json_logging
+    from docstatus.pipeline.worker import Worker
+
+    configure_json_logging(level=getattr(logging, log_level.upper()))
+    ocr = load_object(ocr_spec) if ocr_spec else None
+    llm = load_object(llm_spec) if llm_spec else None
+    try:
+        pipeline = Worker(dsn, blob_connection_string or None, ocr=ocr, llm=llm, concurrency=concurrency,
+                          worker_id=worker_id, lease=timedelta(seconds=lease), grace_period=grace_period,
+                          poll_interval=poll_interval)
+    except (psycopg.Error, psycopg_pool.PoolTimeout, ValueError) as exc:
+        raise click.ClickException(f"cannot start the worker: {exc}") from exc
+    pipeline.run(until_idle=once)
+
+
+if __name__ == "__main__":  # python -m docstatus.pipeline.cli
+    worker()
