@@ -9,7 +9,12 @@ STAMP  := $(VENV)/.installed-from-pyproject
 
 PYTEST_ARGS ?=
 
-.PHONY: venv test migrate bench clean
+.PHONY: venv azurite test migrate bench clean
+
+# Azurite (the Azure Blob Storage emulator) from npm, pinned: newer releases need a newer Node.
+AZURITE_VERSION := 3.35.0
+AZURITE_PREFIX  := .local/azurite
+AZURITE_STAMP   := $(AZURITE_PREFIX)/.installed-$(AZURITE_VERSION)
 
 venv: $(STAMP)
 
@@ -22,19 +27,35 @@ $(STAMP): pyproject.toml | $(PY)
 
 # The test fixtures start a private PostgreSQL from the installed server binaries
 # (as the postgres user when run as root), or use $DOCSTATUS_TEST_DSN if set.
-test: $(STAMP)
+test: $(STAMP) $(AZURITE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+azurite: $(AZURITE_STAMP)
+
+$(AZURITE_STAMP):
+	npm install --no-audit --no-fund --prefix $(AZURITE_PREFIX) azurite@$(AZURITE_VERSION)
+	touch $@
 
 migrate: $(STAMP)
 	@test -n "$$DOCSTATUS_DSN" || { echo "set DOCSTATUS_DSN (libpq conninfo or postgresql:// URL)" >&2; exit 2; }
 	$(VENV)/bin/docstatus migrate
 
 # Benchmarks run on demand, never as part of `make test`.
-# Placeholder: bench/lifecycle.py is to be written; add further scripts here.
+# Each script measures against a baseline of its own in the same run.
 bench: $(STAMP)
 	$(PY) bench/lifecycle.py
+	$(PY) bench/dms_throughput.py
 
-# --- demo / demo-down: to be added (docker compose up/down of compose.yml, etc.) ---
+# The whole pipeline on this machine, no Docker: an embedded PostgreSQL and Azurite (npm) under
+# .local/, the sample documents through the worker, a status table. They keep running for you
+# to explore until `make demo-down`. DOCSTATUS_DSN / AZURE_STORAGE_CONNECTION_STRING, when set,
+# are used instead (e.g. `docker compose up -d --wait` first) and left alone.
+.PHONY: demo demo-down
+demo: $(STAMP)
+	$(PY) -m docstatus.demo up
+
+demo-down: $(STAMP)
+	$(PY) -m docstatus.demo down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

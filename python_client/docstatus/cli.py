@@ -54,3 +54,16 @@ def migrate(dsn: str, rollback_all: bool, migrations_dir: str | None) -> None:
         click.echo(f"{verb} {migration_id}")
     if not done:
         click.echo("nothing to roll back" if rollback_all else "already up to date")
+
+
+# The DMS keeps its command with its code; the import is light (Azure and libmagic load on use).
+from docstatus.dms.cli import upload  # noqa: E402
+
+main.add_command(upload)
+
+from docstatus.pipeline.cli import worker  # noqa: E402  (the pipeline's command, with its code)
+main.add_command(worker)
+
+from docstatus.ops.commands import OPS_COMMANDS  # noqa: E402  (status, show, jobs, ... : operations)
+for _command in OPS_COMMANDS:
+    main.add_command(_command)

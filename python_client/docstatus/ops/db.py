@@ -1,0 +1,145 @@
+"""PostgreSQL for the operations commands: the named queries, one connection, errors as one line.
+
+Queries live in ``docstatus/ops/sql/<name>.sql``; nothing here assembles SQL.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import click
+import psycopg
+import psycopg.conninfo
+from psycopg.rows import dict_row
+
+from docstatus.errors import DocStatusError, NotFound, translate
+
+# libpq waits forever for a host that drops packets; a command should say so within seconds.
+CONNECT_TIMEOUT = 10
+
+# Exit statuses beside click's 1 (an error) and 2 (bad usage): an unknown document is a bad
+# argument, so it shares 2; 3 is "ran, but not every document could be acted on", as for upload.
+EXIT_NOT_FOUND = 2
+EXIT_SOME_NOT_DONE = 3
+
+
+class DocumentNotFound(click.ClickException):
+    """``document 42 not found``, exit status 2."""
+
+    exit_code = EXIT_NOT_FOUND
+
+    def __init__(self, document_ids: list[int] | int) -> None:
+        ids = [document_ids] if isinstance(document_ids, int) else sorted(document_ids)
+        noun = "document" if len(ids) == 1 else "documents"
+        super().__init__(f"{noun} {', '.join(map(str, ids))} not found")
+
+
+@functools.cache
+def load_query(name: str) -> str:
+    """The text of ``docstatus/ops/sql/<name>.sql``."""
+    return (resources.files("docstatus.ops") / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def fetch(conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Runs the named query; its rows as dicts keyed by column name."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        cursor.execute(load_query(name), params)  # type: ignore[arg-type]
+        return cursor.fetchall()
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN as a message may show it: the password (in the URL or as a parameter) left out."""
+    if not dsn.strip():
+        return "(empty DSN: libpq defaults, PGHOST etc.)"
+    if dsn.startswith(("postgres://", "postgresql://")):
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hosts = netloc.rpartition("@")
+            netloc = f"{userinfo.partition(':')[0]}@{hosts}"
+        query = urlencode([(key, value) for key, value in parse_qsl(parts.query) if key != "password"])
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "(a DSN libpq cannot parse)"
+    params.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def _password_of(dsn: str) -> str | None:
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        return None
+    return str(password) if password else None
+
+
+def one_line(text: str, secret: str | None = None) -> str:
+    """A (libpq) message on one line, without the secret should it quote it."""
+    line = " ".join(text.split())
+    if secret:
+        line = line.replace(secret, "***")
+    return line
+
+
+def connect(dsn: str, *, application_name: str = "docstatus-cli") -> psycopg.Connection:
+    """An autocommit connection, or a ClickException naming where it tried (no password)."""
+    given = set()
+    try:
+        given = set(psycopg.conninfo.conninfo_to_dict(dsn))
+    except psycopg.Error as exc:
+        raise click.ClickException(f"invalid DSN {redact_dsn(dsn)}: {one_line(str(exc), _password_of(dsn))}") from exc
+    options: dict[str, Any] = {}
+    if "connect_timeout" not in given:
+        options["connect_timeout"] = CONNECT_TIMEOUT
+    if "application_name" not in given:
+        options["application_name"] = application_name
+    try:
+        return psycopg.connect(dsn, autocommit=True, **options)
+    except psycopg.Error as exc:
+        raise click.ClickException(
+            f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {one_line(str(exc), _password_of(dsn))}") from exc
+
+
+@contextmanager
+def database_errors(dsn: str) -> Iterator[None]:
+    """Turns what the database says into one line on stderr and a non-zero exit."""
+    secret = _password_of(dsn)
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except NotFound as exc:
+        document_id = exc.document_id
+        if document_id is not None:
+            raise DocumentNotFound(document_id) from exc
+        raise click.ClickException(one_line(str(exc), secret)) from exc
+    except DocStatusError as exc:
+        raise click.ClickException(one_line(str(exc), secret)) from exc
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(
+            f"lost the connection to PostgreSQL at {redact_dsn(dsn)}: {one_line(str(exc), secret)}") from exc
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction,
+            psycopg.errors.InvalidSchemaName) as exc:
+        raise click.ClickException(
+            f"{one_line(str(exc), secret)}: is the docstatus schema installed? (docstatus migrate)") from exc
+    except psycopg.Error as exc:
+        error = translate(exc)
+        raise click.ClickException(one_line(str(error or exc), secret)) from exc
+
+
+@contextmanager
+def session(dsn: str) -> Iterator[psycopg.Connection]:
+    """``with session(dsn) as conn:`` one connection for one command, errors as one line."""
+    with database_errors(dsn):
+        conn = connect(dsn)
+        try:
+            yield conn
+        finally:
+            conn.close()
