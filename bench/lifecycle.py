@@ -103,7 +103,7 @@ class BarePath:
         row = conn.execute(
             "UPDATE bare.extraction_jobs SET worker_id = %s, lease_expires_at = now() + interval '5 minutes',"
             " started_at = now() WHERE id = (SELECT id FROM bare.extraction_jobs"
-            "  WHERE status = 'pending extraction' AND worker_id IS NULL ORDER BY created_at, id LIMIT 1"
+            "  WHERE status = 'pending extraction' AND worker_id IS NULL AND not_before <= now() ORDER BY not_before, id LIMIT 1"
             "  FOR UPDATE SKIP LOCKED) RETURNING document_id", (worker,)).fetchone()
         if row is None:
             return False
