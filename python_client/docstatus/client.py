@@ -100,6 +100,11 @@ class Client:
         client._owns_connection = True
         return client
 
+    @property
+    def pool(self) -> psycopg_pool.ConnectionPool | None:
+        """The pool this client borrows connections from, or None over a single connection."""
+        return self._pool
+
     def close(self) -> None:
         """Closes the connection ``Client.connect`` opened; a connection or pool passed in stays open."""
         if self._owns_connection and self._conn is not None:

@@ -134,6 +134,11 @@ class DocumentStore:
         """The ``docstatus.Client`` this store registers and validates documents with."""
         return self._client
 
+    @property
+    def blob_service(self) -> BlobServiceClient:
+        """The Azure client this store talks to (the worker downloads and stores results with it)."""
+        return self._service
+
     def close(self) -> None:
         """Closes the blob service client, and the pool ``from_env`` opened."""
         self._service.close()

@@ -33,7 +33,7 @@ class BlobIO:
             connection_string = store or StoreConfig.from_env().connection_string
             return cls(BlobServiceClient.from_connection_string(connection_string), owns_service=True)
         # docstatus.dms.DocumentStore: its blob service (public once the DMS exposes it).
-        service = getattr(store, "blob_service", None) or getattr(store, "_service", None)
+        service = getattr(store, "blob_service", None)
         if isinstance(service, BlobServiceClient):
             return cls(service)
         raise TypeError(f"no blob service in {type(store).__name__}: pass a DocumentStore, a "

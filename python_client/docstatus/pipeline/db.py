@@ -46,7 +46,7 @@ def pool_of(client: Any) -> ConnectionPool:
     """The pool behind a Client over a pool (or the pool itself)."""
     if isinstance(client, ConnectionPool):
         return client
-    pool = getattr(client, "pool", None) or getattr(client, "_pool", None)
+    pool = getattr(client, "pool", None)
     if isinstance(pool, ConnectionPool):
         return pool
     raise TypeError("the worker runs several threads: give it a docstatus.Client over a "
