@@ -33,46 +33,33 @@ class DocStatusError(Exception):
         self.hint = hint
 
 
+class DetailField:
+    """An attribute read from the error's DETAIL, the JSON object the SQL functions attach."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __get__(self, error: DocStatusError | None, owner: type | None = None) -> Any:
+        if error is None:
+            return self
+        return error.detail.get(self.key)
+
+
 class InvalidTransition(DocStatusError):
     """DS001: a status change the transition graph does not allow."""
 
-    @property
-    def document_id(self) -> int | None:
-        return self.detail.get("document_id")
-
-    @property
-    def job_id(self) -> int | None:
-        return self.detail.get("job_id")
-
-    @property
-    def kind(self) -> str | None:
-        return self.detail.get("kind")
-
-    @property
-    def column(self) -> str | None:
-        """``text_extraction_status``, ``processing_status`` or ``status`` (a job's)."""
-        return self.detail.get("column")
-
-    @property
-    def from_status(self) -> str | None:
-        return self.detail.get("from")
-
-    @property
-    def to_status(self) -> str | None:
-        return self.detail.get("to")
-
+    document_id = DetailField("document_id")
+    job_id = DetailField("job_id")
+    kind = DetailField("kind")
+    column = DetailField("column")  # text_extraction_status, processing_status or status (a job's)
+    from_status = DetailField("from")
+    to_status = DetailField("to")
 
 class NotFound(DocStatusError):
     """DS002: no document or job with that id."""
 
-    @property
-    def document_id(self) -> int | None:
-        return self.detail.get("document_id")
-
-    @property
-    def job_id(self) -> int | None:
-        return self.detail.get("job_id")
-
+    document_id = DetailField("document_id")
+    job_id = DetailField("job_id")
 
 class InvalidArgument(DocStatusError):
     """DS003 (empty names, negative size, missing values), or 23514: a value its CHECK refuses,
@@ -84,38 +71,17 @@ class InvalidArgument(DocStatusError):
 class LeaseLost(DocStatusError):
     """DS004: the worker does not hold the document's active job, or its lease ran out."""
 
-    @property
-    def document_id(self) -> int | None:
-        return self.detail.get("document_id")
-
-    @property
-    def worker_id(self) -> str | None:
-        return self.detail.get("worker_id")
-
-    @property
-    def job_id(self) -> int | None:
-        return self.detail.get("job_id")
-
-    @property
-    def holder(self) -> str | None:
-        return self.detail.get("holder")
-
+    document_id = DetailField("document_id")
+    worker_id = DetailField("worker_id")
+    job_id = DetailField("job_id")
+    holder = DetailField("holder")
 
 class DocumentJobMismatch(DocStatusError):
     """DS005: at commit, a document and its active job disagree (raw writes did half a move)."""
 
-    @property
-    def document_id(self) -> int | None:
-        return self.detail.get("document_id")
-
-    @property
-    def text_extraction_status(self) -> str | None:
-        return self.detail.get("text_extraction_status")
-
-    @property
-    def has_active_job(self) -> bool | None:
-        return self.detail.get("has_active_job")
-
+    document_id = DetailField("document_id")
+    text_extraction_status = DetailField("text_extraction_status")
+    has_active_job = DetailField("has_active_job")
 
 class PermissionDenied(DocStatusError):
     """42501: the role may not call this function (e.g. a reader registering a document)."""
