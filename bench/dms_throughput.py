@@ -11,7 +11,7 @@
 
 The DSN names a server where the bench may create and drop its own database (default: the
 local server as postgres, or DOCSTATUS_BENCH_DSN). Azurite is started from the pinned npm
-install (tests/azurite.py) in a temporary folder, and stopped at the end. Not part of the
+install (docstatus.azurite) in a temporary folder, and stopped at the end. Not part of the
 test run.
 """
 
@@ -33,10 +33,9 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # for tests.azurite
+from docstatus.azurite import Azurite
 
-from tests.azurite import Azurite  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SCHEMA_SQL = REPO_ROOT / "database" / "schemas" / "schema.sql"
 BENCH_DB = "docstatus_bench_dms"

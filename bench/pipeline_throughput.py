@@ -16,7 +16,7 @@ at 1 worker.
     python bench/pipeline_throughput.py [--dsn DSN] [--documents 300] [--workers 1,2,4]
 
 The DSN names a server where the bench creates and drops its own database (default: the local
-server, or DOCSTATUS_BENCH_DSN). Azurite is started on a free port (tests/azurite.py).
+server, or DOCSTATUS_BENCH_DSN). Azurite is started on a free port (docstatus.azurite).
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ import psycopg
 from psycopg import conninfo, sql
 from psycopg_pool import ConnectionPool
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from docstatus.azurite import Azurite
 
-from tests.azurite import Azurite  # noqa: E402  (after the sys.path line)
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SCHEMA_SQL = REPO_ROOT / "database" / "schemas" / "schema.sql"
 BENCH_DB = "docstatus_bench_pipeline"

@@ -11,6 +11,9 @@ Fixture contract (other test folders rely on these names):
                    ``db_dsn`` (kwargs go to ``psycopg.connect``); all are closed
                    at teardown.
 - ``empty_db_dsn`` per test: conninfo of a fresh EMPTY database (no schema).
+- ``azurite``      session: one real Azurite blob service (``docstatus.azurite``) shared by
+                   every folder, which keep apart by container names of their own. Nobody
+                   stops it: a test that stops Azurite starts a private one.
 
 Databases are real and dropped after each test, never rolled back, because
 NOTIFY only fires on commit and concurrency needs several connections.
@@ -43,6 +46,8 @@ import psycopg.conninfo
 import pytest
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
+
+from docstatus.azurite import Azurite
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_SQL = REPO_ROOT / "database" / "schemas" / "schema.sql"
@@ -261,3 +266,10 @@ def connect(db_dsn: str) -> Iterator[Callable[..., psycopg.Connection]]:
 def conn(connect: Callable[..., psycopg.Connection]) -> psycopg.Connection:
     """An autocommit connection to the test database: every statement commits, as callers' would."""
     return connect(autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """The blob store of the session, stopped at the end."""
+    with Azurite(tmp_path_factory.mktemp("azurite") / "data") as running:
+        yield running

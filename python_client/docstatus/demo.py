@@ -15,13 +15,11 @@ the services of compose.yml) and never stops them.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,15 +31,12 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from docstatus import migrations
+from docstatus import azurite, migrations
 from docstatus.embedded import LocalPostgres
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "tests" / "data"
-AZURITE_VERSION = "3.35.0"
-AZURITE_ACCOUNT = "devstoreaccount1"
-# Azurite's documented development key (public, not a secret).
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURITE_PORT = 10000  # Azurite's usual port, as compose.yml has it, when nobody else uses it
 WAIT_FOR_DOCUMENTS = 180.0
 
 
@@ -65,16 +60,15 @@ def pdf_without_text_layer() -> bytes:
 # --- Azurite -----------------------------------------------------------------------------------
 
 class LocalAzurite:
-    """An Azurite blob service in the background, its pid and port under ``.local/demo``."""
+    """The demo's Azurite (``docstatus.azurite``), left running in the background: its pid and
+    port under ``.local/demo`` let ``demo down``, another process, stop it later."""
 
     def __init__(self, base: Path) -> None:
         self.prefix = base / "azurite"
         self.state = base / "demo"
-        self.binary = self.prefix / "node_modules" / ".bin" / "azurite-blob"
-
-    def connection_string(self, port: int) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-                f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
+        self.binary = azurite.binary_in(self.prefix)
+        self.pid_file = self.state / "azurite.pid"
+        self.port_file = self.state / "azurite.port"
 
     def install(self) -> None:
         if self.binary.is_file():
@@ -83,13 +77,13 @@ class LocalAzurite:
         if npm is None:
             raise SystemExit("demo: Azurite needs npm (Debian: apt-get install npm), or set "
                              "AZURE_STORAGE_CONNECTION_STRING to a blob store you have")
-        print(f"  installing azurite@{AZURITE_VERSION} with npm into {self.prefix} ...")
+        print(f"  installing azurite@{azurite.AZURITE_VERSION} with npm into {self.prefix} ...")
         subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(self.prefix),
-                        f"azurite@{AZURITE_VERSION}"], check=True)
+                        f"azurite@{azurite.AZURITE_VERSION}"], check=True)
 
     def _pid(self) -> int | None:
         try:
-            pid = int((self.state / "azurite.pid").read_text())
+            pid = int(self.pid_file.read_text())
             os.kill(pid, 0)
         except (OSError, ValueError):
             return None
@@ -101,23 +95,18 @@ class LocalAzurite:
     def start(self) -> str:
         self.install()
         self.state.mkdir(parents=True, exist_ok=True)
-        port_file = self.state / "azurite.port"
-        if self._pid() is not None and port_file.is_file():
-            return self.connection_string(int(port_file.read_text()))
-        port = 10000 if _port_is_free(10000) else _free_port()
-        with open(self.state / "azurite.log", "ab") as log:  # the child keeps its own copy
-            process = subprocess.Popen(
-                [str(self.binary), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-                 "--location", str(self.state / "azurite"), "--skipApiVersionCheck", "--silent", "--disableTelemetry"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        (self.state / "azurite.pid").write_text(f"{process.pid}\n")
-        port_file.write_text(f"{port}\n")
-        deadline = time.monotonic() + 30
-        while not _answers_http(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"demo: Azurite did not start; see {self.state / 'azurite.log'}")
-            time.sleep(0.1)
-        return self.connection_string(port)
+        if self._pid() is not None and self.port_file.is_file():
+            return azurite.connection_string(int(self.port_file.read_text()))
+        port = AZURITE_PORT if azurite.port_is_free(AZURITE_PORT) else azurite.free_port()
+        service = azurite.Azurite(self.state / "azurite", port=port, binary=self.binary,
+                                  log_path=self.state / "azurite.log")
+        try:
+            service.start(detach=True)
+        except azurite.AzuriteError as exc:
+            raise SystemExit(f"demo: Azurite did not start; see {service.log_path}") from exc
+        self.pid_file.write_text(f"{service.pid}\n")
+        self.port_file.write_text(f"{port}\n")
+        return service.connection_string
 
     def stop(self) -> bool:
         pid = self._pid()
@@ -127,31 +116,8 @@ class LocalAzurite:
         deadline = time.monotonic() + 10
         while self._pid() is not None and time.monotonic() < deadline:
             time.sleep(0.1)
-        (self.state / "azurite.pid").unlink(missing_ok=True)
+        self.pid_file.unlink(missing_ok=True)
         return True
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _answers_http(port: int) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        connection.request("GET", f"/{AZURITE_ACCOUNT}?comp=list")
-        connection.getresponse().read()
-        return True
-    except OSError:
-        return False
-    finally:
-        connection.close()
 
 
 # --- the demo ----------------------------------------------------------------------------------

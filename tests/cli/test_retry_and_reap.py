@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from docstatus import Client
+from docstatus.azurite import Azurite, AzuriteError, find_azurite_blob
 from docstatus.ops.db import EXIT_SOME_NOT_DONE
 
-from ..azurite import Azurite, AzuriteError, find_azurite_blob
 from .conftest import LLM_ERROR, closed_port
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -101,13 +101,13 @@ def test_retry_of_a_validation_failure_without_a_reachable_blob_store(run_cli, k
 
 
 @pytest.fixture
-def azurite(tmp_path: Path):
+def azurite(request: pytest.FixtureRequest) -> Azurite:
+    """The session's Azurite (tests/conftest.py); without an azurite-blob this test is skipped."""
     try:
         find_azurite_blob()
     except AzuriteError as exc:
         pytest.skip(str(exc))
-    with Azurite(tmp_path / "azurite") as running:
-        yield running
+    return request.getfixturevalue("azurite")
 
 
 def test_retry_validates_a_validation_failure_again_through_the_blob_store(run_cli, conn, db_dsn, azurite):

@@ -1,6 +1,6 @@
 """Fixtures for the DMS tests: a real Azurite, stores over it, the committed sample files.
 
-- ``azurite``            session: one Azurite blob service (tests/azurite.py), stopped at the end.
+- ``azurite``            session: the Azurite blob service of tests/conftest.py.
 - ``stoppable_azurite``  per test: a private Azurite the test may ``stop()`` and ``start()``
                          (same port, same data), so stopping it cannot disturb other tests.
 - ``container``          per test: a fresh container name (created by the store on first upload).
@@ -17,25 +17,19 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 from psycopg_pool import ConnectionPool
 
+from docstatus.azurite import Azurite
 from docstatus.dms import DocumentStore
-
-from ..azurite import Azurite
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 _container_counter = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    with Azurite(tmp_path_factory.mktemp("azurite") / "data") as running:
-        yield running
 
 
 @pytest.fixture
@@ -57,17 +51,13 @@ def db_pool(db_dsn: str) -> Iterator[ConnectionPool]:
 
 @pytest.fixture
 def make_store(db_pool: ConnectionPool, azurite: Azurite, container: str) -> Iterator:
-    stores: list[DocumentStore] = []
+    with ExitStack() as stores:  # closes every store it made at teardown
+        def _make_store(on: Azurite | None = None, **options) -> DocumentStore:
+            options.setdefault("retry_total", 0)  # a test that stops Azurite wants the answer now
+            connection_string = (on or azurite).connection_string
+            return stores.enter_context(DocumentStore(db_pool, connection_string, container, **options))
 
-    def _make_store(on: Azurite | None = None, **options) -> DocumentStore:
-        options.setdefault("retry_total", 0)  # a test that stops Azurite wants the answer now
-        store = DocumentStore(db_pool, (on or azurite).connection_string, container, **options)
-        stores.append(store)
-        return store
-
-    yield _make_store
-    for store in stores:
-        store.close()
+        yield _make_store
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 processes. Retries are fast (0.2 s backoff) and the crash test's leases short (2 s), so crash
 recovery takes seconds.
 
-- ``azurite``       session: one Azurite blob service for the folder (tests/azurite.py).
+- ``azurite``       session: the Azurite blob service of tests/conftest.py.
 - ``db_pool``       per test: an autocommit pool on ``db_dsn``.
 - ``store``         per test: a DocumentStore on the test database and a fresh container.
 - ``fast_retries``  per test, automatic: retry_base_delay 0.2 s, retry_max_delay 1 s.
@@ -20,23 +20,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from docstatus.azurite import Azurite
 from docstatus.dms import DocumentStore
 from docstatus.pipeline import Worker
 from psycopg_pool import ConnectionPool
-
-from ..azurite import Azurite
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # Long enough that a loaded machine never loses a lease by accident; tests of expiry expire it.
 LEASE = timedelta(seconds=10)
 
 _containers = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    with Azurite(tmp_path_factory.mktemp("pipeline-azurite") / "data") as running:
-        yield running
 
 
 @pytest.fixture
