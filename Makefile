@@ -44,7 +44,10 @@ migrate: $(STAMP)
 # Each script measures against a baseline of its own in the same run.
 bench: $(STAMP)
 	$(PY) bench/lifecycle.py
+	$(PY) bench/client_overhead.py
+	$(PY) bench/subscriber_latency.py
 	$(PY) bench/dms_throughput.py
+	$(PY) bench/pipeline_throughput.py
 
 # The whole pipeline on this machine, no Docker: an embedded PostgreSQL and Azurite (npm) under
 # .local/, the sample documents through the worker, a status table. They keep running for you
