@@ -42,7 +42,7 @@ migrate: $(STAMP)
 
 # Benchmarks run on demand, never as part of `make test`.
 # Each script measures against a baseline of its own in the same run.
-bench: $(STAMP)
+bench: $(STAMP) $(AZURITE_STAMP)
 	$(PY) bench/lifecycle.py
 	$(PY) bench/client_overhead.py
 	$(PY) bench/subscriber_latency.py
