@@ -4,10 +4,6 @@
 CREATE SCHEMA docstatus;
 COMMENT ON SCHEMA docstatus IS 'Document text extraction and processing statuses, extraction jobs and their history.';
 
--- Functions created by the role that runs migrations are not executable by everybody:
--- each one is granted to the role whose job it is.
-ALTER DEFAULT PRIVILEGES IN SCHEMA docstatus REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
-
 ------------------------------------------------------------------------------------------------
 -- Configuration and reference data
 ------------------------------------------------------------------------------------------------
@@ -427,26 +423,38 @@ CREATE FUNCTION docstatus._check_document_job_agreement(p_document_id bigint) RE
 LANGUAGE plpgsql AS $$
 DECLARE
     v_status text;
-    v_has_active_job boolean;
+    v_active_job_id bigint;
+    v_holder text;
 BEGIN
-    SELECT d.text_extraction_status,
-           EXISTS (SELECT FROM docstatus.extraction_jobs j
-                    WHERE j.document_id = d.id AND j.status = 'pending extraction')
-      INTO v_status, v_has_active_job
+    SELECT d.text_extraction_status, j.id, j.worker_id
+      INTO v_status, v_active_job_id, v_holder
       FROM docstatus.documents d
+      LEFT JOIN docstatus.extraction_jobs j ON j.document_id = d.id AND j.status = 'pending extraction'
      WHERE d.id = p_document_id;
-    IF FOUND AND v_has_active_job <> (v_status IN ('ready', 'in progress')) THEN
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF (v_active_job_id IS NOT NULL) <> (v_status IN ('ready', 'in progress')) THEN
         RAISE EXCEPTION 'document % is %, but it has % active extraction job',
-                p_document_id, quote_literal(v_status), CASE WHEN v_has_active_job THEN 'an' ELSE 'no' END
+                p_document_id, quote_literal(v_status), CASE WHEN v_active_job_id IS NULL THEN 'no' ELSE 'an' END
             USING ERRCODE = 'DS005',
                   DETAIL = json_build_object('document_id', p_document_id, 'text_extraction_status', v_status,
-                                             'has_active_job', v_has_active_job)::text,
+                                             'has_active_job', v_active_job_id IS NOT NULL)::text,
                   HINT = 'A ready or in progress document has exactly one pending extraction job; '
                          'any other has none. Use the docstatus functions, which move both together.';
     END IF;
+    -- An in-progress job nobody holds would never end: the reaper only ends leases.
+    IF v_status = 'in progress' AND v_holder IS NULL THEN
+        RAISE EXCEPTION 'document % is in progress, but nobody holds its job %', p_document_id, v_active_job_id
+            USING ERRCODE = 'DS005',
+                  DETAIL = json_build_object('document_id', p_document_id, 'text_extraction_status', v_status,
+                                             'has_active_job', true, 'job_id', v_active_job_id)::text,
+                  HINT = 'The job of an in-progress document keeps its worker and lease until it ends.';
+    END IF;
 END;
 $$;
-COMMENT ON FUNCTION docstatus._check_document_job_agreement IS 'Internal: DS005 unless the document and its active job agree.';
+COMMENT ON FUNCTION docstatus._check_document_job_agreement IS
+    'Internal: DS005 unless the document and its active job agree (and an in-progress job has a holder).';
 
 -- Deferred triggers run at COMMIT as the calling role, outside any SECURITY DEFINER function,
 -- so these two are definers themselves.
@@ -473,9 +481,30 @@ CREATE CONSTRAINT TRIGGER _800_documents_agree_with_jobs
     FOR EACH ROW WHEN (NEW.text_extraction_status IS DISTINCT FROM OLD.text_extraction_status)
     EXECUTE FUNCTION docstatus._documents_check_agreement();
 CREATE CONSTRAINT TRIGGER _800_jobs_agree_with_document
-    AFTER INSERT OR UPDATE OF status, document_id ON docstatus.extraction_jobs
+    AFTER INSERT ON docstatus.extraction_jobs
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION docstatus._jobs_check_agreement();
+-- A claim or a heartbeat (holder set, lease moved) cannot break the agreement: no check for them.
+CREATE CONSTRAINT TRIGGER _800_jobs_agree_with_document_on_update
+    AFTER UPDATE OF status, worker_id ON docstatus.extraction_jobs
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM OLD.status
+                       OR (NEW.worker_id IS NULL AND OLD.worker_id IS NOT NULL))
+    EXECUTE FUNCTION docstatus._jobs_check_agreement();
+
+-- A job belongs to one document and is one attempt of it, for good: moving it would leave its
+-- first document without the job the agreement above counted on.
+CREATE FUNCTION docstatus._refuse_job_identity_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'job %: document_id and attempt never change', OLD.id
+        USING ERRCODE = 'DS003',
+              DETAIL = json_build_object('job_id', OLD.id, 'document_id', OLD.document_id)::text;
+END;
+$$;
+CREATE TRIGGER _100_keep_identity BEFORE UPDATE OF document_id, attempt ON docstatus.extraction_jobs
+    FOR EACH ROW WHEN (NEW.document_id IS DISTINCT FROM OLD.document_id OR NEW.attempt IS DISTINCT FROM OLD.attempt)
+    EXECUTE FUNCTION docstatus._refuse_job_identity_change();
 
 -- History is append-only, for superusers too.
 CREATE FUNCTION docstatus._refuse_history_change() RETURNS trigger

@@ -145,3 +145,33 @@ def test_once_processes_what_is_queued_and_exits_0_with_json_lines(db_dsn, conn,
         assert [line["status"] for line in changes] == ["claimed", "ocr running", "llm running", "done"]
         assert {line["attempt"] for line in changes} == {1} and all(line["worker_id"] for line in changes)
     assert worker.events("worker stopped")[0]["reason"] == "no job left"
+
+
+def test_the_worker_serves_metrics_on_its_metrics_port(db_dsn, azurite, upload):
+    import socket
+    import time
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    upload(b"Count me\n", "count.txt")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = start_worker(db_dsn, azurite, *LEASE, "--metrics-port", str(port))
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                    text = response.read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no metrics on port {port}; log:\n{worker.log_tail()}") from None
+                time.sleep(0.05)  # polling a port that is about to open, bounded by the deadline
+        families = {family.name for family in text_string_to_metric_families(text)}
+        assert {"docstatus_documents", "docstatus_jobs", "docstatus_stuck_documents"} <= families
+    finally:
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0

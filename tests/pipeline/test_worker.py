@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from psycopg_pool import ConnectionPool
 from docstatus.pipeline import (
     ChatCompletionsExtractor,
     LlmTimeout,
@@ -229,3 +230,19 @@ def test_maintenance_runs_in_one_worker_at_a_time(db_pool, connect, conn):
 def test_get_result_of_a_document_without_one(upload, db_pool, store):
     document, _ = upload(b"Not processed\n", "pending.txt")
     assert get_result(db_pool, store, document.id) is None
+
+
+def test_a_kept_connection_of_a_non_autocommit_pool_commits_each_call(db_dsn, conn):
+    """A processing thread keeps one connection; each call must still be its own transaction."""
+    from psycopg import pq
+
+    conn.execute("SELECT docstatus.validate_document(d.id, true, 'text/plain')"
+                 " FROM docstatus.register_document('c', 'kept', 'kept.txt') AS d")
+    with ConnectionPool(db_dsn, min_size=1, max_size=2, open=True) as pool:  # autocommit off
+        database = PipelineDatabase(pool)
+        with pool.connection() as kept:
+            claimed = database.claim("kept-worker", timedelta(seconds=30), kept)
+            assert claimed is not None
+            assert kept.info.transaction_status == pq.TransactionStatus.IDLE
+            held = conn.execute("SELECT worker_id FROM docstatus.extraction_jobs").fetchone()[0]
+            assert held == "kept-worker"  # committed: another connection sees the claim

@@ -145,9 +145,10 @@ def test_events_after_waits_for_a_late_commit(connect, conn):
 
 
 def test_events_cursor_under_concurrent_writers(connect, conn):
-    """Writers commit in any order, some late; the reader gets every event exactly once."""
+    """Writers commit in any order, one of them late; the reader gets every event exactly once."""
     stop = threading.Event()
     delivered = []
+    reads = threading.Semaphore(0)  # one release per read pass of the reader
 
     def reader_loop():
         reader = connect(autocommit=True)
@@ -155,6 +156,7 @@ def test_events_cursor_under_concurrent_writers(connect, conn):
         while not stop.is_set():
             ids, cursor = read_all_events(reader, cursor)
             delivered.extend(ids)
+            reads.release()
         ids, cursor = read_all_events(reader, cursor)
         delivered.extend(ids)
 
@@ -162,18 +164,26 @@ def test_events_cursor_under_concurrent_writers(connect, conn):
         writer_conn = connect()
         for n in range(25):
             writer_conn.execute("SELECT docstatus.register_document('c', %s, 'f')", (f"{index}-{n}",))
-            if n % 5 == 0:
-                threading.Event().wait(0.02)  # a transaction that stays open while others commit
             writer_conn.execute("SELECT docstatus.validate_document(d.id, true, 'text/plain')"
                                 " FROM docstatus.documents d WHERE blob_name = %s", (f"{index}-{n}",))
             writer_conn.commit()
 
+    def late_writer():
+        """Takes its ids first, then commits only after the reader has read past others' events."""
+        late_conn = connect()
+        late_conn.execute("SELECT docstatus.register_document('c', 'late', 'f')")
+        for _ in range(5):
+            assert reads.acquire(timeout=30), "the reader stopped reading"
+        late_conn.commit()
+
     reader_thread = threading.Thread(target=reader_loop)
     reader_thread.start()
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(5) as pool:
+        late = pool.submit(late_writer)
         list(pool.map(writer, range(4)))
+        late.result(timeout=60)
     stop.set()
     reader_thread.join(timeout=30)
     committed = [row[0] for row in conn.execute("SELECT id FROM docstatus.status_events ORDER BY tx_id, id")]
-    assert len(committed) == 4 * 25 * 4
+    assert len(committed) == 4 * 25 * 4 + 2
     assert delivered == committed  # same set, same order, no duplicates

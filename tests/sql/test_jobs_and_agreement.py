@@ -130,3 +130,32 @@ def test_settings_keep_one_row(conn):
     assert sqlstate_of(lambda: conn.execute("INSERT INTO docstatus.settings (singleton) VALUES (false)")) == "23514"
     conn.execute("UPDATE docstatus.settings SET max_attempts = 5")
     assert conn.execute("SELECT max_attempts FROM docstatus.settings").fetchone()[0] == 5
+
+
+def test_an_in_progress_job_keeps_its_holder(connect, conn):
+    doc_id = make_document(conn, OCR)
+    with connect() as other:
+        other.execute("UPDATE docstatus.extraction_jobs SET worker_id = NULL, lease_expires_at = NULL"
+                      " WHERE document_id = %s AND status = 'pending extraction'", (doc_id,))
+        with pytest.raises(psycopg.Error) as err:
+            other.commit()
+        assert err.value.sqlstate == "DS005"
+    with connect() as other:  # the same by failing the held job and inserting an unheld one
+        other.execute("UPDATE docstatus.extraction_jobs SET status = 'failed', error_message = 'x'"
+                      " WHERE document_id = %s AND status = 'pending extraction'", (doc_id,))
+        other.execute("INSERT INTO docstatus.extraction_jobs (document_id, attempt) VALUES (%s, 2)", (doc_id,))
+        with pytest.raises(psycopg.Error) as err:
+            other.commit()
+        assert err.value.sqlstate == "DS005"
+    assert document_state(conn, doc_id) == OCR
+
+
+def test_a_job_never_changes_document_or_attempt(conn):
+    queued = make_document(conn, QUEUED)
+    failed = make_document(conn, FAILED)
+    job_id = active_job(conn, queued)
+    for statement, params in [
+            ("UPDATE docstatus.extraction_jobs SET document_id = %s WHERE id = %s", (failed, job_id)),
+            ("UPDATE docstatus.extraction_jobs SET attempt = 7 WHERE id = %s", (job_id,))]:
+        assert sqlstate_of(lambda: conn.execute(statement, params)) == "DS003"
+    assert active_job(conn, queued) == job_id

@@ -107,3 +107,13 @@ def test_search_path_hijack_does_not_reach_definer_functions(conn, fixtures):
         state = conn.execute("SELECT text_extraction_status FROM docstatus.documents WHERE id = %s",
                              (fixtures["doc"],)).fetchone()[0]
         assert state == "failed"  # the real allowlist decided, and evil.lower was never called
+
+
+def test_no_function_is_executable_by_public(conn):
+    """Every migration must REVOKE what it creates: PUBLIC would otherwise run it."""
+    public = conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p"
+        " WHERE p.pronamespace = 'docstatus'::regnamespace"
+        "   AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) a"
+        "        WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))").fetchall()
+    assert public == []

@@ -47,9 +47,11 @@ def load_object(spec: str) -> object:
 @click.option("--worker-id", default=None, help="Name in leases and logs [default: host-pid-random].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Also serve the Prometheus metrics of `docstatus metrics` on this port (0: a free one).")
 def worker(dsn: str, blob_connection_string: str, concurrency: int, once: bool, lease: float,
            grace_period: float, poll_interval: float, ocr_spec: str | None, llm_spec: str | None,
-           worker_id: str | None, log_level: str) -> None:
+           worker_id: str | None, log_level: str, metrics_port: int | None) -> None:
     """Run the OCR -> LLM pipeline on queued documents until SIGTERM/SIGINT (or --once).
 
     Logs one JSON line per status change on stderr. On SIGTERM/SIGINT it stops claiming, lets
@@ -71,7 +73,21 @@ def worker(dsn: str, blob_connection_string: str, concurrency: int, once: bool, 
                           poll_interval=poll_interval)
     except (psycopg.Error, psycopg_pool.PoolTimeout, ValueError) as exc:
         raise click.ClickException(f"cannot start the worker: {exc}") from exc
-    pipeline.run(until_idle=once)
+    metrics = None
+    if metrics_port is not None:
+        from docstatus.ops.metrics import serve_metrics
+
+        # Its own connection, not one of the worker's pool: a slow scrape never delays a job.
+        try:
+            metrics = serve_metrics(dsn, metrics_port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {exc}") from exc
+        logging.getLogger("docstatus.worker").info("metrics on %s", metrics.url)
+    try:
+        pipeline.run(until_idle=once)
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 if __name__ == "__main__":  # python -m docstatus.pipeline.cli

@@ -66,7 +66,12 @@ class PipelineDatabase:
         query = load_query(query_name)
         with translated():
             if conn is not None:
-                return _fetch(conn, query, params)
+                if conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    return _fetch(conn, query, params)
+                # A kept connection of a non-autocommit pool: commit each call, or every later call
+                # would join one open transaction (holding locks and events_after back).
+                with conn.transaction():
+                    return _fetch(conn, query, params)
             with self.pool.connection() as borrowed:
                 return _fetch(borrowed, query, params)
 
