@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-from psycopg import conninfo
 from psycopg_pool import ConnectionPool
+
+from scratch import dsn_argument, scratch_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python_client"))
 from docstatus import Client  # noqa: E402
 
-SCHEMA_SQL = Path(__file__).resolve().parents[1] / "database" / "schemas" / "schema.sql"
 BENCH_DB = "docstatus_bench_client"
 
 _blobs = itertools.count()
@@ -83,18 +82,12 @@ def compare(name: str, bare: Callable[[], None], via_client: Callable[[], None],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", default=os.environ.get("DOCSTATUS_BENCH_DSN", "host=127.0.0.1 user=postgres dbname=postgres"))
+    dsn_argument(parser)
     parser.add_argument("--lifecycles", type=int, default=1000, help="lifecycles per round and path")
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
 
-    with psycopg.connect(args.dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {BENCH_DB}")
-    dsn = conninfo.make_conninfo(args.dsn, dbname=BENCH_DB)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as setup:
-            setup.execute(SCHEMA_SQL.read_text())
+    with scratch_database(args.dsn, BENCH_DB) as dsn:
         print(f"client overhead: {args.lifecycles} lifecycles x {args.rounds} rounds per path, 6 transactions each")
 
         with psycopg.connect(dsn, autocommit=True) as bare_conn, psycopg.connect(dsn, autocommit=True) as client_conn:
@@ -114,9 +107,6 @@ def main() -> None:
                                  lambda: client_lifecycle(client), args.lifecycles, args.rounds)
         print(f"target >= 0.90: autocommit {'met' if ratio >= 0.9 else 'MISSED'}, "
               f"pool {'met' if pool_ratio >= 0.9 else 'MISSED'}")
-    finally:
-        with psycopg.connect(args.dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
 
 if __name__ == "__main__":

@@ -31,33 +31,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
-from psycopg import conninfo
 
 from docstatus.azurite import Azurite
+from scratch import dsn_argument, scratch_database
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-SCHEMA_SQL = REPO_ROOT / "database" / "schemas" / "schema.sql"
 BENCH_DB = "docstatus_bench_dms"
-DEFAULT_DSN = os.environ.get("DOCSTATUS_BENCH_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 
 
-def create_database(admin_dsn: str) -> str:
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {BENCH_DB} TEMPLATE template0")
-    params = conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = BENCH_DB
-    dsn = conninfo.make_conninfo(**params)
+def allow_big_documents(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SCHEMA_SQL.read_text())
         conn.execute("UPDATE docstatus.settings SET max_document_bytes = 1024 * 1024 * 1024")
-    return dsn
-
-
-def drop_database(admin_dsn: str) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
 
 def make_small_files(folder: Path, count: int) -> list[Path]:
@@ -153,7 +136,7 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dsn", default=DEFAULT_DSN)
+    dsn_argument(parser)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--threads", default="1,4,8")
     parser.add_argument("--big-mb", type=int, default=500)
@@ -166,9 +149,9 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="docstatus-bench-dms-"))
-    dsn = create_database(args.dsn)
     try:
-        with Azurite(work / "azurite") as azurite:
+        with scratch_database(args.dsn, BENCH_DB, template="template0") as dsn, Azurite(work / "azurite") as azurite:
+            allow_big_documents(dsn)
             paths = make_small_files(work / "small", args.files)
             print(f"upload+validate of {args.files} small files (1-4 KB) against Azurite:")
             for run, threads in enumerate(int(t) for t in args.threads.split(",")):
@@ -188,7 +171,6 @@ def main() -> None:
                       f"document {loaded['status']} as {loaded['mime_type']}, {loaded['size_bytes']} bytes")
                 print(f"  target < 100 MB: {'met' if loaded['peak_rss_mb'] < 100 else 'MISSED'}")
     finally:
-        drop_database(args.dsn)
         shutil.rmtree(work, ignore_errors=True)
 
 

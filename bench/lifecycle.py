@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psycopg
-from psycopg import conninfo
 
-SCHEMA_SQL = Path(__file__).resolve().parents[1] / "database" / "schemas" / "schema.sql"
+from scratch import dsn_argument, scratch_database
+
 BENCH_DB = "docstatus_bench_lifecycle"
 
 BARE_SCHEMA = """
@@ -181,18 +179,13 @@ def measure_wal(dsn, path, lifecycles=500):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dsn", default=os.environ.get("DOCSTATUS_BENCH_DSN", "host=127.0.0.1 user=postgres dbname=postgres"))
+    dsn_argument(parser)
     parser.add_argument("--slice", type=float, default=1.0, help="seconds per measured slice")
     parser.add_argument("--rounds", type=int, default=6, help="alternating bare/api slices per figure")
     args = parser.parse_args()
 
-    with psycopg.connect(args.dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        admin.execute(f"CREATE DATABASE {BENCH_DB}")
-    dsn = conninfo.make_conninfo(args.dsn, dbname=BENCH_DB)
-    try:
+    with scratch_database(args.dsn, BENCH_DB) as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(SCHEMA_SQL.read_text())
             conn.execute(BARE_SCHEMA)
             server = conn.execute("SHOW server_version").fetchone()[0]
             sync = conn.execute("SHOW synchronous_commit").fetchone()[0]
@@ -221,9 +214,6 @@ def main():
         api_wal, bare_wal = measure_wal(dsn, ApiPath), measure_wal(dsn, BarePath)
         print(f"\nWAL per lifecycle: api {api_wal:,.0f} bytes, bare {bare_wal:,.0f} bytes"
               f" ({api_wal / bare_wal:.2f}x)")
-    finally:
-        with psycopg.connect(args.dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
 
 if __name__ == "__main__":

@@ -34,16 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
-from psycopg import conninfo, sql
 from psycopg_pool import ConnectionPool
 
 from docstatus.azurite import Azurite
+from scratch import dsn_argument, scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-SCHEMA_SQL = REPO_ROOT / "database" / "schemas" / "schema.sql"
 BENCH_DB = "docstatus_bench_pipeline"
-DEFAULT_DSN = os.environ.get("DOCSTATUS_BENCH_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 
 
 # --- the trivial stages (imported by the worker processes) -------------------------------------
@@ -57,21 +54,6 @@ def trivial_fields(text: str) -> dict:
 
 
 # --- setup -------------------------------------------------------------------------------------
-
-def create_database(server_dsn: str) -> str:
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    dsn = conninfo.make_conninfo(server_dsn, dbname=BENCH_DB)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SCHEMA_SQL.read_text())
-    return dsn
-
-
-def drop_database(server_dsn: str) -> None:
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
-
 
 def upload(dsn: str, azurite: Azurite, container: str, count: int) -> list[int]:
     """Stores and registers ``count`` small text documents, not validated yet (no job)."""
@@ -89,8 +71,10 @@ def upload(dsn: str, azurite: Azurite, container: str, count: int) -> list[int]:
 class WorkerProcess:
     def __init__(self, dsn: str, azurite: Azurite, name: str, log_path: Path) -> None:
         self.log_path = log_path
+        # bench/ too: the stages' module imports its sibling scratch.py, as when run as a script.
+        python_path = [str(REPO_ROOT), str(REPO_ROOT / "bench"), os.environ.get("PYTHONPATH")]
         env = {**os.environ, "DOCSTATUS_DSN": dsn, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+               "PYTHONPATH": os.pathsep.join(filter(None, python_path))}
         with open(log_path, "wb") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "import sys; from docstatus.cli import main; sys.exit(main())", "worker",
@@ -154,15 +138,14 @@ def run(dsn: str, azurite: Azurite, workers: int, documents: int, work: Path) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dsn", default=DEFAULT_DSN)
+    dsn_argument(parser)
     parser.add_argument("--documents", type=int, default=300)
     parser.add_argument("--workers", default="1,2,4")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="docstatus-bench-pipeline-"))
-    dsn = create_database(args.dsn)
     try:
-        with Azurite(work / "azurite") as azurite:
+        with scratch_database(args.dsn, BENCH_DB) as dsn, Azurite(work / "azurite") as azurite:
             print(f"{args.documents} documents through the whole pipeline (trivial stages, results stored), "
                   f"{os.cpu_count()} CPUs:")
             print("  workers  docs/s   per document: docstatus   blob I/O   stages   worker's own   (split)")
@@ -177,7 +160,6 @@ def main() -> None:
                     print(f"           docstatus share of the document's time at 1 worker: {share:.0%}; "
                           f"target < 5 ms: {'met' if result['db_ms'] < 5 else 'MISSED'}")
     finally:
-        drop_database(args.dsn)
         shutil.rmtree(work, ignore_errors=True)
 
 

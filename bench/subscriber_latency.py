@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import statistics
 import sys
 import threading
@@ -31,12 +30,12 @@ import time
 from pathlib import Path
 
 import psycopg
-from psycopg import conninfo
+
+from scratch import dsn_argument, scratch_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python_client"))
 from docstatus import Client, Subscriber  # noqa: E402
 
-SCHEMA_SQL = Path(__file__).resolve().parents[1] / "database" / "schemas" / "schema.sql"
 BENCH_DB = "docstatus_bench_subscriber"
 
 _blobs = itertools.count()
@@ -150,29 +149,20 @@ def measure_sustained(dsn: str, writers: int, seconds: float, label: str, **subs
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", default=os.environ.get("DOCSTATUS_BENCH_DSN", "host=127.0.0.1 user=postgres dbname=postgres"))
+    dsn_argument(parser)
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--poll-interval", type=float, default=0.05)
     args = parser.parse_args()
 
-    with psycopg.connect(args.dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {BENCH_DB}")
-    dsn = conninfo.make_conninfo(args.dsn, dbname=BENCH_DB)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as setup:
-            setup.execute(SCHEMA_SQL.read_text())
+    with scratch_database(args.dsn, BENCH_DB) as dsn:
         measure_latency(dsn, args.events)
         measure_sustained(dsn, args.writers, args.seconds, "notify_events on")
         with psycopg.connect(dsn, autocommit=True) as setup:
             setup.execute("UPDATE docstatus.settings SET notify_events = false")
         measure_sustained(dsn, args.writers, args.seconds, f"notify_events off, polling every {args.poll_interval:g} s",
                           poll_interval=args.poll_interval)
-    finally:
-        with psycopg.connect(args.dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
 
 if __name__ == "__main__":
