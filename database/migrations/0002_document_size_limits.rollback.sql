@@ -1,6 +1,7 @@
 -- Back to 0001_core: validate_document without the size rules, settings without the limit.
 
-CREATE OR REPLACE FUNCTION docstatus.validate_document(
+DROP FUNCTION docstatus.validate_document(bigint, boolean, text, text);
+CREATE FUNCTION docstatus.validate_document(
     p_document_id bigint, p_blob_retrievable boolean, p_mime_type text)
 RETURNS docstatus.documents
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -68,6 +69,8 @@ COMMENT ON FUNCTION docstatus.validate_document IS
     'not retrievable -> stays ''not ready'' with status_reason (validate again later); MIME not '
     'allowed -> ''failed'' with the reason. Accepts a document that failed validation again. Any '
     'other document is returned unchanged.';
+REVOKE ALL ON FUNCTION docstatus.validate_document(bigint, boolean, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION docstatus.validate_document(bigint, boolean, text) TO docstatus_dms;
 
 ALTER TABLE docstatus.settings DROP COLUMN max_document_bytes;
 COMMENT ON TABLE docstatus.settings IS

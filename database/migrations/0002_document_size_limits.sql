@@ -10,9 +10,11 @@ COMMENT ON TABLE docstatus.settings IS
     'notify_events: false sends only docstatus_alerts (history is written all the same); '
     'max_document_bytes: validate_document fails a larger document.';
 
--- Same signature, so the grants to docstatus_dms stay as they are.
-CREATE OR REPLACE FUNCTION docstatus.validate_document(
-    p_document_id bigint, p_blob_retrievable boolean, p_mime_type text)
+-- A new optional argument, p_reason (why a blob is not retrievable), makes it a new function:
+-- the three-argument calls of any client keep working through its default.
+DROP FUNCTION docstatus.validate_document(bigint, boolean, text);
+CREATE FUNCTION docstatus.validate_document(
+    p_document_id bigint, p_blob_retrievable boolean, p_mime_type text, p_reason text DEFAULT NULL)
 RETURNS docstatus.documents
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -41,7 +43,7 @@ BEGIN
     END IF;
 
     IF NOT p_blob_retrievable THEN
-        v_reason := 'blob not retrievable';
+        v_reason := 'blob not retrievable' || coalesce(': ' || left(nullif(btrim(p_reason), ''), 1000), '');
     ELSE
         -- Size before type: an empty file has no type worth naming. A size nobody registered
         -- (NULL) cannot be judged and passes these two rules.
@@ -95,4 +97,7 @@ COMMENT ON FUNCTION docstatus.validate_document IS
     'not retrievable -> stays ''not ready'' with status_reason (validate again later); rejected '
     '-> ''failed'' with the reason: an empty document, one larger than settings.max_document_bytes '
     '(both judged on the registered size_bytes), or a MIME type not in allowed_mime_types. Accepts '
-    'a document that failed validation again. Any other document is returned unchanged.';
+    'a document that failed validation again. Any other document is returned unchanged. '
+    'p_reason: why the blob is not retrievable, appended to status_reason.';
+REVOKE ALL ON FUNCTION docstatus.validate_document(bigint, boolean, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION docstatus.validate_document(bigint, boolean, text, text) TO docstatus_dms;

@@ -697,7 +697,7 @@ COMMENT ON FUNCTION docstatus.register_document IS
     'returns the existing row. DS003 on empty names or a negative size.';
 
 CREATE FUNCTION docstatus.validate_document(
-    p_document_id bigint, p_blob_retrievable boolean, p_mime_type text)
+    p_document_id bigint, p_blob_retrievable boolean, p_mime_type text, p_reason text DEFAULT NULL)
 RETURNS docstatus.documents
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -726,7 +726,7 @@ BEGIN
     END IF;
 
     IF NOT p_blob_retrievable THEN
-        v_reason := 'blob not retrievable';
+        v_reason := 'blob not retrievable' || coalesce(': ' || left(nullif(btrim(p_reason), ''), 1000), '');
     ELSE
         -- Size before type: an empty file has no type worth naming. A size nobody registered
         -- (NULL) cannot be judged and passes these two rules.
@@ -780,7 +780,8 @@ COMMENT ON FUNCTION docstatus.validate_document IS
     'not retrievable -> stays ''not ready'' with status_reason (validate again later); rejected '
     '-> ''failed'' with the reason: an empty document, one larger than settings.max_document_bytes '
     '(both judged on the registered size_bytes), or a MIME type not in allowed_mime_types. Accepts '
-    'a document that failed validation again. Any other document is returned unchanged.';
+    'a document that failed validation again. Any other document is returned unchanged. '
+    'p_reason: why the blob is not retrievable, appended to status_reason.';
 
 CREATE FUNCTION docstatus.create_extraction_job(p_document_id bigint, p_idempotency_key text DEFAULT NULL)
 RETURNS docstatus.extraction_jobs
@@ -1554,7 +1555,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA docstatus TO docstatus_reader;
 GRANT EXECUTE ON FUNCTION docstatus.events_after(xid8, bigint, integer),
                           docstatus.event_delivery_delay() TO docstatus_reader;
 GRANT EXECUTE ON FUNCTION docstatus.register_document(text, text, text, text, bigint),
-                          docstatus.validate_document(bigint, boolean, text),
+                          docstatus.validate_document(bigint, boolean, text, text),
                           docstatus.create_extraction_job(bigint, text) TO docstatus_dms;
 GRANT EXECUTE ON FUNCTION docstatus.create_extraction_job(bigint, text),
                           docstatus.claim_extraction_job(text, interval),

@@ -152,10 +152,13 @@ class Client:
             "mime_type": mime_type, "size_bytes": size_bytes})
 
     @calls("validate_document")
-    def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None) -> Document:
-        """The seed's promotion rule, decided in the database: 'ready' with a job, or a reason."""
+    def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None,
+                          reason: str | None = None) -> Document:
+        """The seed's promotion rule, decided in the database: 'ready' with a job, or a reason.
+        ``reason``: why the blob is not retrievable, recorded in ``status_reason``."""
         return self._document("validate_document", {
-            "document_id": document_id, "blob_retrievable": blob_retrievable, "mime_type": mime_type})
+            "document_id": document_id, "blob_retrievable": blob_retrievable, "mime_type": mime_type,
+            "reason": reason})
 
     @calls("create_extraction_job")
     def create_extraction_job(self, document_id: int, idempotency_key: str | None = None) -> ExtractionJob:
@@ -354,9 +357,11 @@ class AsyncClient:
             "mime_type": mime_type, "size_bytes": size_bytes})
 
     @calls("validate_document")
-    async def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None) -> Document:
+    async def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None,
+                                reason: str | None = None) -> Document:
         return await self._document("validate_document", {
-            "document_id": document_id, "blob_retrievable": blob_retrievable, "mime_type": mime_type})
+            "document_id": document_id, "blob_retrievable": blob_retrievable, "mime_type": mime_type,
+            "reason": reason})
 
     @calls("create_extraction_job")
     async def create_extraction_job(self, document_id: int, idempotency_key: str | None = None) -> ExtractionJob:

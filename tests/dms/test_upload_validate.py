@@ -131,7 +131,8 @@ def test_blob_deleted_between_upload_and_validate(store, blob_service):
     blob_service.get_blob_client(document.blob_container, document.blob_name).delete_blob()
 
     validated = store.validate(document.id)
-    assert (validated.text_extraction_status, validated.status_reason) == ("not ready", "blob not retrievable")
+    assert (validated.text_extraction_status, validated.status_reason) == (
+        "not ready", "blob not retrievable: blob not found")
     assert store.client.list_jobs(document.id) == []
 
     # Uploading it again restores the blob; the same document then passes.
@@ -143,7 +144,8 @@ def test_blob_replaced_with_other_bytes_is_not_retrievable(store, blob_service):
     document = store.upload(DATA / "invoice.txt")
     blob_service.get_blob_client(document.blob_container, document.blob_name).upload_blob(
         b"something else entirely", overwrite=True)
-    assert store.validate(document.id).status_reason == "blob not retrievable"
+    assert store.validate(document.id).status_reason == (
+        "blob not retrievable: blob has 23 bytes, the document was registered with 131")
 
 
 def test_azurite_stopped_during_validate_then_revalidate_pending(make_store, stoppable_azurite):
@@ -153,9 +155,10 @@ def test_azurite_stopped_during_validate_then_revalidate_pending(make_store, sto
     stoppable_azurite.stop()
     for document in waiting:
         validated = store.validate(document.id)
-        assert (validated.text_extraction_status, validated.processing_status, validated.status_reason) == (
-            "not ready", "pending extraction", "blob not retrievable")
-    assert store.revalidate_pending()[0].status_reason == "blob not retrievable"  # still down: still waiting
+        assert (validated.text_extraction_status, validated.processing_status) == ("not ready", "pending extraction")
+        assert validated.status_reason.startswith("blob not retrievable: blob store error: ")
+    # still down: still waiting, with the store's error as the reason
+    assert store.revalidate_pending()[0].status_reason.startswith("blob not retrievable: blob store error: ")
 
     stoppable_azurite.start()
     revalidated = store.revalidate_pending()

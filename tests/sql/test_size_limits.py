@@ -135,7 +135,7 @@ def test_dms_role_can_still_validate(conn):
         conn.execute("SET LOCAL ROLE docstatus_dms")
         assert validate(conn, doc_id, mime="text/plain")[2] == "document is empty (0 bytes)"
     granted = conn.execute(
-        "SELECT has_function_privilege(r, 'docstatus.validate_document(bigint, boolean, text)', 'EXECUTE')"
+        "SELECT has_function_privilege(r, 'docstatus.validate_document(bigint, boolean, text, text)', 'EXECUTE')"
         "  FROM unnest(ARRAY['docstatus_dms', 'docstatus_worker', 'public']) WITH ORDINALITY AS roles(r, n)"
         " ORDER BY n").fetchall()
     granted = tuple(row[0] for row in granted)
@@ -190,3 +190,13 @@ def _rollback_only(dsn, folder, migration_id):
             backend.rollback_migrations(chosen)
     finally:
         backend.connection.close()
+
+
+def test_the_reason_a_blob_is_not_retrievable_is_recorded(conn):
+    doc_id = register_sized(conn, 10)
+    conn.execute("SELECT docstatus.validate_document(%s, false, NULL, %s)", (doc_id, "blob store error: timeout"))
+    reason = conn.execute("SELECT status_reason FROM docstatus.documents WHERE id = %s", (doc_id,)).fetchone()[0]
+    assert reason == "blob not retrievable: blob store error: timeout"
+    conn.execute("SELECT docstatus.validate_document(%s, false, NULL)", (doc_id,))  # three arguments still work
+    reason = conn.execute("SELECT status_reason FROM docstatus.documents WHERE id = %s", (doc_id,)).fetchone()[0]
+    assert reason == "blob not retrievable"

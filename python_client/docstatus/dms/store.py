@@ -254,7 +254,7 @@ class DocumentStore:
         if problem is not None:
             log.warning("document %s: blob %s/%s not retrievable: %s",
                         document.id, document.blob_container, document.blob_name, problem)
-        return self._client.validate_document(document.id, problem is None, mime_type)
+        return self._client.validate_document(document.id, problem is None, mime_type, reason=problem)
 
     def _inspect(self, document: Document) -> tuple[str | None, str | None]:
         """(detected MIME type, None) for a retrievable blob, else (None, why not)."""
