@@ -23,10 +23,11 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from docstatus.ports import free_port, port_is_free  # noqa: F401  (part of this module's API)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AZURITE_VERSION = "3.35.0"
@@ -58,19 +59,6 @@ def find_azurite_blob() -> Path:
         f"`npm install --prefix {PINNED_PREFIX.relative_to(REPO_ROOT)} azurite@{AZURITE_VERSION}` "
         f"(as .ci/run does), or set {AZURITE_BLOB_ENV}"
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the usual small race is acceptable here)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Nobody accepts connections on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        return probe.connect_ex((host, port)) != 0
 
 
 def connection_string(port: int, host: str = "127.0.0.1") -> str:

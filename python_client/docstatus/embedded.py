@@ -23,7 +23,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,8 @@ from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+
+from docstatus.ports import free_port, port_is_free
 
 DATABASE = "docstatus"
 SERVER_USER = "postgres"  # the OS user that runs the cluster when we are root
@@ -49,12 +50,6 @@ def find_bindir() -> Path | None:
         if (bindir / "pg_ctl").is_file() and (bindir / "initdb").is_file():
             return bindir
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class LocalPostgres:
@@ -98,7 +93,7 @@ class LocalPostgres:
             self._initdb(password)
         port = self._port()
         if not self._running():
-            if not _port_is_free(port):
+            if not port_is_free(port):
                 port = free_port()
                 (self.home / "port").write_text(f"{port}\n")
             self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file), "-o",
@@ -201,11 +196,6 @@ class LocalPostgres:
             return False
         self._pgserver(cleanup_mode="stop").cleanup()
         return True
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def _create_database(maintenance_dsn: str, name: str) -> None:

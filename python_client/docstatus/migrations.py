@@ -51,27 +51,28 @@ def _backend(dsn: str):
     return yoyo.get_backend(yoyo_url(dsn))
 
 
-def apply(dsn: str, migrations_dir: str | os.PathLike[str] | None = None) -> list[str]:
-    """Apply every pending migration; return the ids applied, in order."""
+def _run(dsn: str, migrations_dir: str | os.PathLike[str] | None, rollback: bool) -> list[str]:
+    """Apply the pending migrations (or roll back the applied ones) under yoyo's lock."""
     migrations = yoyo.read_migrations(str(find_migrations_dir(migrations_dir)))
     backend = _backend(dsn)
     try:
         with backend.lock():
-            pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
-        return [m.id for m in pending]
+            if rollback:
+                chosen = backend.to_rollback(migrations)
+                backend.rollback_migrations(chosen)
+            else:
+                chosen = backend.to_apply(migrations)
+                backend.apply_migrations(chosen)
+        return [m.id for m in chosen]
     finally:
         backend.connection.close()
+
+
+def apply(dsn: str, migrations_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Apply every pending migration; return the ids applied, in order."""
+    return _run(dsn, migrations_dir, rollback=False)
 
 
 def rollback_all(dsn: str, migrations_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """Roll back every applied migration, newest first; return the ids rolled back."""
-    migrations = yoyo.read_migrations(str(find_migrations_dir(migrations_dir)))
-    backend = _backend(dsn)
-    try:
-        with backend.lock():
-            applied = backend.to_rollback(migrations)
-            backend.rollback_migrations(applied)
-        return [m.id for m in applied]
-    finally:
-        backend.connection.close()
+    return _run(dsn, migrations_dir, rollback=True)

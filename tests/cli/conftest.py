@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from docstatus import Client
+from docstatus.ports import free_port
 from docstatus.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -100,9 +100,7 @@ def run_cli(db_dsn: str) -> Callable[..., Result]:
 
 def closed_port() -> int:
     """A local TCP port nobody listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port()
 
 
 class CliProcess:

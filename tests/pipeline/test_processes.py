@@ -7,6 +7,8 @@ import signal
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from docstatus.ports import free_port
+
 from .conftest import DATA
 from .processes import WorkerProcess
 from .waiting import jobs_of, wait_terminal
@@ -148,16 +150,13 @@ def test_once_processes_what_is_queued_and_exits_0_with_json_lines(db_dsn, conn,
 
 
 def test_the_worker_serves_metrics_on_its_metrics_port(db_dsn, azurite, upload):
-    import socket
     import time
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     upload(b"Count me\n", "count.txt")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     worker = start_worker(db_dsn, azurite, *LEASE, "--metrics-port", str(port))
     try:
         deadline = time.monotonic() + 15
