@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-from-pyproject
 
 PYTEST_ARGS ?=
 
-.PHONY: venv azurite test migrate bench clean
+.PHONY: venv azurite test migrate bench clean migration-checksums
 
 # Azurite (the Azure Blob Storage emulator) from npm, pinned: newer releases need a newer Node.
 AZURITE_VERSION := 3.35.0
@@ -22,7 +22,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $@
 
 # The test fixtures start a private PostgreSQL from the installed server binaries
@@ -60,7 +60,14 @@ demo: $(STAMP)
 demo-down: $(STAMP)
 	$(PY) -m docstatus.demo down
 
+# Landed migrations never change: database/migrations.sha256 records each file's checksum and
+# tests/migrations checks them. This appends the files not listed yet and never rewrites a line.
+migration-checksums:
+	cd database && for file in migrations/*; do \
+	    grep -q "  $$file$$" migrations.sha256 2>/dev/null || sha256sum "$$file" >> migrations.sha256; \
+	done
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist
 	find . -name __pycache__ -type d -not -path './.local/*' -prune -exec rm -rf {} +
 	rm -rf python_client/*.egg-info

@@ -1,7 +1,7 @@
 """The ``docstatus`` command line.
 
 ``main`` is a click group: add a command with ``@main.command()`` here, or
-from another module with ``main.add_command(...)``.
+from another module with ``main.lazy_commands`` (loaded on first use).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import psycopg
 
 from docstatus import __version__
 from docstatus import migrations
+from docstatus.lazy_commands import LazyGroup
 
 # Every command that talks to PostgreSQL takes the same option.
 dsn_option = click.option(
@@ -22,7 +23,7 @@ dsn_option = click.option(
 )
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="docstatus")
 def main() -> None:
     """docstatus: document statuses and jobs, kept in PostgreSQL."""
@@ -37,7 +38,7 @@ def main() -> None:
     type=click.Path(file_okay=False),
     default=None,
     show_envvar=True,
-    help="Folder of yoyo migrations (default: database/migrations of this checkout).",
+    help="Folder of yoyo migrations (default: the ones shipped with docstatus).",
 )
 def migrate(dsn: str, rollback_all: bool, migrations_dir: str | None) -> None:
     """Bring the database schema up to date (or all the way down)."""
@@ -56,14 +57,12 @@ def migrate(dsn: str, rollback_all: bool, migrations_dir: str | None) -> None:
         click.echo("nothing to roll back" if rollback_all else "already up to date")
 
 
-# The DMS keeps its command with its code; the import is light (Azure and libmagic load on use).
-from docstatus.dms.cli import upload  # noqa: E402
-
-main.add_command(upload)
-
-from docstatus.pipeline.cli import worker  # noqa: E402  (the pipeline's command, with its code)
-main.add_command(worker)
-
-from docstatus.ops.commands import OPS_COMMANDS  # noqa: E402  (status, show, jobs, ... : operations)
-for _command in OPS_COMMANDS:
-    main.add_command(_command)
+# Commands that load on first use: each needs only its own extra installed, and says which
+# one when it is missing (docstatus.lazy_commands).
+main.lazy_commands.update({
+    "schema": ("docstatus.schema_command:schema", None),
+    "upload": ("docstatus.dms.cli:upload", "dms"),
+    "worker": ("docstatus.pipeline.cli:worker", "worker"),
+    **{name: (f"docstatus.ops.commands:{name}", "ops")  # status, show, jobs, ...: operations
+       for name in ("status", "show", "jobs", "stuck", "failures", "retry", "watch", "reap", "metrics")},
+})

@@ -1,10 +1,10 @@
 """Apply or roll back the yoyo SQL migrations in ``database/migrations``.
 
-The SQL files are the product, so they stay where the SQL author keeps them
-(``database/migrations`` at the repository root) instead of being copied into
-the package.  From a checkout (including ``pip install -e``) that folder is
-found next to the package; anywhere else, point ``DOCSTATUS_MIGRATIONS_DIR``
-(or the ``migrations_dir`` argument) at it.
+The SQL files are the product and stay where the SQL author keeps them
+(``database/migrations`` at the repository root); a wheel ships them inside the
+package (``docstatus.database_files``), so the default folder is the one that
+came with this docstatus. ``DOCSTATUS_MIGRATIONS_DIR`` (or the
+``migrations_dir`` argument) points elsewhere.
 """
 
 from __future__ import annotations
@@ -16,20 +16,24 @@ from urllib.parse import urlencode
 import psycopg.conninfo
 import yoyo
 
+from docstatus import database_files
+
 MIGRATIONS_DIR_ENV = "DOCSTATUS_MIGRATIONS_DIR"
 
-# python_client/docstatus/migrations.py -> parents[2] is the repository root.
-_CHECKOUT_MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "database" / "migrations"
+# yoyo's record of applied migrations (yoyo.migrations.default_migration_table).
+_MIGRATION_TABLE = yoyo.migrations.default_migration_table
 
 
 def find_migrations_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """Return the migrations folder: argument, then env var, then the checkout."""
-    candidate = override or os.environ.get(MIGRATIONS_DIR_ENV) or _CHECKOUT_MIGRATIONS_DIR
+    """Return the migrations folder: argument, then env var, then the one shipped with docstatus."""
+    candidate = override or os.environ.get(MIGRATIONS_DIR_ENV)
+    if not candidate:
+        return database_files.migrations_dir()
     path = Path(candidate)
     if not path.is_dir():
         raise FileNotFoundError(
-            f"migrations folder {path} not found; run from a docstatus checkout or set "
-            f"{MIGRATIONS_DIR_ENV} to the database/migrations folder"
+            f"migrations folder {path} not found; unset {MIGRATIONS_DIR_ENV} to use the "
+            "migrations shipped with docstatus"
         )
     return path
 
@@ -76,3 +80,23 @@ def apply(dsn: str, migrations_dir: str | os.PathLike[str] | None = None) -> lis
 def rollback_all(dsn: str, migrations_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """Roll back every applied migration, newest first; return the ids rolled back."""
     return _run(dsn, migrations_dir, rollback=True)
+
+
+def applied_status(
+    dsn: str, migrations_dir: str | os.PathLike[str] | None = None
+) -> tuple[list[tuple[str, bool]], int]:
+    """Each migration of the folder, in order, with whether ``dsn`` has it applied; and how many
+    applied migrations the folder does not have (the database was migrated by a newer docstatus).
+
+    Read-only: a database that yoyo never touched has nothing applied, and gets no yoyo tables.
+    """
+    migrations = yoyo.read_migrations(str(find_migrations_dir(migrations_dir)))
+    backend = _backend(dsn)
+    try:
+        if _MIGRATION_TABLE not in backend.list_tables():
+            return [(m.id, False) for m in migrations], 0
+        applied = set(backend.get_applied_migration_hashes())
+    finally:
+        backend.connection.close()
+    known = {m.hash for m in migrations}
+    return [(m.id, m.hash in applied) for m in migrations], len(applied - known)

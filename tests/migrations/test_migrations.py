@@ -49,6 +49,20 @@ def docstatus_schema_exists(dsn: str) -> bool:
     return row == (1,)
 
 
+def assert_same_schema(expected: str, actual: str, expected_name: str, actual_name: str) -> None:
+    """Two normalised dumps are equal, or the failure shows their diff."""
+    if expected != actual:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                actual.splitlines(keepends=True),
+                fromfile=expected_name,
+                tofile=actual_name,
+            )
+        )
+        raise AssertionError(f"{expected_name} and {actual_name} build different schemas:\n{diff}")
+
+
 def test_migrations_build_the_same_schema_as_schema_sql(pg_server, empty_db_dsn, db_dsn):
     # db_dsn is a clone of the template built from schema.sql.
     migrations.apply(empty_db_dsn)
@@ -56,16 +70,8 @@ def test_migrations_build_the_same_schema_as_schema_sql(pg_server, empty_db_dsn,
     from_migrations = normalised_schema_dump(pg_server, empty_db_dsn)
     from_schema_sql = normalised_schema_dump(pg_server, db_dsn)
 
-    if from_migrations != from_schema_sql:
-        diff = "".join(
-            difflib.unified_diff(
-                from_schema_sql.splitlines(keepends=True),
-                from_migrations.splitlines(keepends=True),
-                fromfile="database/schemas/schema.sql",
-                tofile="database/migrations (applied with yoyo)",
-            )
-        )
-        raise AssertionError(f"schema.sql and the migrations build different schemas:\n{diff}")
+    assert_same_schema(from_schema_sql, from_migrations,
+                       "database/schemas/schema.sql", "database/migrations (applied with yoyo)")
     assert "CREATE SCHEMA docstatus;" in from_schema_sql
 
 
