@@ -11,6 +11,7 @@ installed; when it is not, the command is a stand-in that prints one line and ex
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from importlib import metadata
@@ -24,7 +25,8 @@ _REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[(?P<ext
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 
 
-def missing_distributions(extra: str) -> list[str]:
+@functools.cache  # `docstatus --help` asks once per command, nine of them for `ops`
+def missing_distributions(extra: str) -> tuple[str, ...]:
     """The distributions ``docstatus[extra]`` requires that are not installed, in order.
 
     pyproject.toml stays the one list: this reads it back from the installed metadata. A
@@ -34,7 +36,7 @@ def missing_distributions(extra: str) -> list[str]:
     try:
         distribution = metadata.distribution(DISTRIBUTION)
     except metadata.PackageNotFoundError:
-        return []
+        return ()
     declared = distribution.metadata.get_all("Provides-Extra") or []
     if extra not in declared:
         raise LookupError(f"{DISTRIBUTION} has no extra {extra!r} (it has {', '.join(declared)})")
@@ -45,15 +47,20 @@ def missing_distributions(extra: str) -> list[str]:
             continue
         name = requirement["name"]
         if name == DISTRIBUTION:  # docstatus[dms] inside another extra
-            for inner in (requirement["extras"] or "").split(","):
-                missing += [dist for dist in missing_distributions(inner.strip()) if dist not in missing]
-            continue
-        try:
-            metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            if name not in missing:
-                missing.append(name)
-    return missing
+            wanted = [dist for inner in (requirement["extras"] or "").split(",")
+                      for dist in missing_distributions(inner.strip())]
+        else:
+            wanted = [name] if not _installed(name) else []
+        missing += [dist for dist in wanted if dist not in missing]
+    return tuple(missing)
+
+
+def _installed(name: str) -> bool:
+    try:
+        metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _needs_extra(name: str, extra: str) -> click.Command:

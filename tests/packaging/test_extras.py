@@ -25,6 +25,6 @@ def test_every_lazy_command_loads_under_its_name_and_names_a_declared_extra():
 def test_a_complete_install_misses_nothing_and_an_unknown_extra_is_an_error():
     # `make venv` installs .[all,test]; `worker` pulls in `dms` through docstatus[dms].
     for extra in ("dms", "worker", "ops", "all"):
-        assert missing_distributions(extra) == []
+        assert missing_distributions(extra) == ()
     with pytest.raises(LookupError, match="no extra 'nosuch'"):
         missing_distributions("nosuch")
