@@ -101,6 +101,46 @@ INSERT INTO docstatus.status_transitions (kind, from_status, to_status) VALUES
     ('job', 'pending extraction', 'done'),
     ('job', 'pending extraction', 'failed');
 
+-- The names of the six (text_extraction_status, processing_status) pairs a document can be in.
+-- The documents pair CHECK, stage_slas, document_overview and every client's ordering read it,
+-- so a state is spelled once. Reference data: no role may write it.
+CREATE TABLE docstatus.document_states (
+    state                  text PRIMARY KEY,
+    text_extraction_status text NOT NULL,
+    processing_status      text NOT NULL,
+    final                  boolean NOT NULL,
+    display_order          integer NOT NULL UNIQUE,
+    UNIQUE (text_extraction_status, processing_status)
+);
+COMMENT ON TABLE docstatus.document_states IS
+    'The six states of a document: its name, the pair of status columns that spells it, whether '
+    'it is final, and the order to show states in. documents_status_pair and stage_slas check '
+    'against it; document_overview names states with it.';
+INSERT INTO docstatus.document_states VALUES
+    ('uploaded',    'not ready',   'pending extraction', false, 1),
+    ('queued',      'ready',       'pending extraction', false, 2),
+    ('ocr running', 'in progress', 'ocr running',        false, 3),
+    ('llm running', 'in progress', 'llm running',        false, 4),
+    ('completed',   'completed',   'done',               true,  5),
+    ('failed',      'failed',      'failed',             true,  6);
+
+-- plpgsql, not sql: a CHECK cannot hold a subquery, and a plpgsql function keeps its plan for
+-- the session, so the check costs one index probe of a six-row table.
+CREATE FUNCTION docstatus._state_of(
+    p_text_extraction_status text, p_processing_status text, p_final boolean DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT state FROM docstatus.document_states
+             WHERE text_extraction_status = p_text_extraction_status
+               AND processing_status = p_processing_status
+               AND final = coalesce(p_final, final));
+END;
+$$;
+COMMENT ON FUNCTION docstatus._state_of IS
+    'Internal: the document_states name of a pair of statuses (only a final or non-final one with '
+    'p_final), NULL when the pair is no state.';
+
 ------------------------------------------------------------------------------------------------
 -- Documents, jobs, history
 ------------------------------------------------------------------------------------------------
@@ -122,15 +162,9 @@ CREATE TABLE docstatus.documents (
     -- Kept by the triggers so "how long in this state" needs no history search.
     status_entered_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (blob_container, blob_name),
-    -- The two columns move together: these six pairs are the only states a document has.
+    -- The two columns move together: the six pairs of document_states are the only states.
     CONSTRAINT documents_status_pair CHECK (
-        (text_extraction_status, processing_status) IN (
-            ('not ready',   'pending extraction'),  -- uploaded
-            ('ready',       'pending extraction'),  -- queued
-            ('in progress', 'ocr running'),
-            ('in progress', 'llm running'),
-            ('completed',   'done'),
-            ('failed',      'failed')))
+        docstatus._state_of(text_extraction_status, processing_status) IS NOT NULL)
 );
 COMMENT ON TABLE docstatus.documents IS
     'One row per stored blob. text_extraction_status says whether it may be processed and how it '
@@ -141,6 +175,14 @@ COMMENT ON COLUMN docstatus.documents.status_reason IS
 -- Operators and the stuck views look at documents that are still moving.
 CREATE INDEX documents_active_by_status ON docstatus.documents (processing_status, status_entered_at)
     WHERE text_extraction_status NOT IN ('completed', 'failed');
+
+-- The documents still moving. The predicate is that of documents_active_by_status, spelled out
+-- here once, so a query on this view reads that index (the 1% still moving), never the rest.
+CREATE VIEW docstatus.active_documents AS
+SELECT * FROM docstatus.documents
+ WHERE text_extraction_status NOT IN ('completed', 'failed');
+COMMENT ON VIEW docstatus.active_documents IS
+    'Documents in a non-final state (not completed, not failed); reads only documents_active_by_status.';
 
 CREATE TABLE docstatus.extraction_jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -645,26 +687,35 @@ COMMENT ON FUNCTION docstatus._queue_next_attempt IS
     'Internal: back to ready with the next attempt after a failure (with backoff, while attempts '
     'remain) or a release (at once).';
 
-CREATE FUNCTION docstatus._raise_lease_not_held(
-    p_document_id bigint, p_worker_id text, p_job_id bigint, p_holder text, p_lease_expires_at timestamptz)
+-- Raises DS004 unless the caller may act on the document's active job: with p_worker_id, that
+-- worker must hold it; whoever holds it, the lease must not have run out; with p_must_be_held,
+-- somebody must hold it even when no worker id is given.
+CREATE FUNCTION docstatus._require_lease(
+    p_document_id bigint, p_worker_id text, p_job_id bigint, p_holder text, p_lease_expires_at timestamptz,
+    p_must_be_held boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION USING
-              MESSAGE = format('worker %s does not hold a lease on document %s%s',
-                  coalesce(p_worker_id, session_user), p_document_id,
-                  CASE WHEN p_job_id IS NULL THEN ' (it has no active extraction job)'
-                       WHEN p_holder IS NULL THEN format(' (job %s is not held)', p_job_id)
-                       ELSE format(' (job %s is held by %s until %s)', p_job_id, p_holder,
-                                   p_lease_expires_at) END),
-              ERRCODE = 'DS004',
-              DETAIL = json_build_object('document_id', p_document_id, 'worker_id', p_worker_id,
-                                         'job_id', p_job_id, 'holder', p_holder,
-                                         'lease_expires_at', p_lease_expires_at)::text,
-              HINT = 'A worker whose lease ran out must drop the job; the reaper ends it.';
+    IF (p_worker_id IS NOT NULL AND p_holder IS DISTINCT FROM p_worker_id)
+       OR (p_holder IS NOT NULL AND p_lease_expires_at <= now())
+       OR (p_must_be_held AND p_holder IS NULL) THEN
+        RAISE EXCEPTION USING
+                  MESSAGE = format('worker %s does not hold a lease on document %s%s',
+                      coalesce(p_worker_id, session_user), p_document_id,
+                      CASE WHEN p_job_id IS NULL THEN ' (it has no active extraction job)'
+                           WHEN p_holder IS NULL THEN format(' (job %s is not held)', p_job_id)
+                           ELSE format(' (job %s is held by %s until %s)', p_job_id, p_holder,
+                                       p_lease_expires_at) END),
+                  ERRCODE = 'DS004',
+                  DETAIL = json_build_object('document_id', p_document_id, 'worker_id', p_worker_id,
+                                             'job_id', p_job_id, 'holder', p_holder,
+                                             'lease_expires_at', p_lease_expires_at)::text,
+                  HINT = 'A worker whose lease ran out must drop the job; the reaper ends it.';
+    END IF;
 END;
 $$;
-COMMENT ON FUNCTION docstatus._raise_lease_not_held IS 'Internal: raises DS004 as the mark_* functions do.';
+COMMENT ON FUNCTION docstatus._require_lease IS
+    'Internal: the one lease check (DS004) of the mark_* functions, release_job and record_result.';
 
 CREATE FUNCTION docstatus.register_document(
     p_blob_container text, p_blob_name text, p_filename text,
@@ -697,7 +748,8 @@ COMMENT ON FUNCTION docstatus.register_document IS
     'returns the existing row. DS003 on empty names or a negative size.';
 
 CREATE FUNCTION docstatus.validate_document(
-    p_document_id bigint, p_blob_retrievable boolean, p_mime_type text, p_reason text DEFAULT NULL)
+    p_document_id bigint, p_blob_retrievable boolean, p_mime_type text, p_reason text DEFAULT NULL,
+    p_blob_size bigint DEFAULT NULL)
 RETURNS docstatus.documents
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -713,6 +765,9 @@ BEGIN
     IF p_blob_retrievable AND v_mime IS NULL THEN
         PERFORM docstatus._raise_invalid_argument('a retrievable blob needs its detected MIME type');
     END IF;
+    IF p_blob_size < 0 THEN
+        PERFORM docstatus._raise_invalid_argument(format('blob size must not be negative, got %s', p_blob_size));
+    END IF;
     v_document := docstatus._lock_document(p_document_id);
 
     -- Only an uploaded document, or one that failed validation (it never had a job), is judged.
@@ -725,7 +780,12 @@ BEGIN
         RETURN v_document;
     END IF;
 
-    IF NOT p_blob_retrievable THEN
+    -- A blob that is not the size registered at upload is not the document that was uploaded.
+    IF p_blob_retrievable AND p_blob_size IS DISTINCT FROM v_document.size_bytes
+       AND p_blob_size IS NOT NULL AND v_document.size_bytes IS NOT NULL THEN
+        v_reason := format('blob not retrievable: blob has %s bytes, the document was registered with %s',
+                           p_blob_size, v_document.size_bytes);
+    ELSIF NOT p_blob_retrievable THEN
         v_reason := 'blob not retrievable' || coalesce(': ' || left(nullif(btrim(p_reason), ''), 1000), '');
     ELSE
         -- Size before type: an empty file has no type worth naming. A size nobody registered
@@ -781,7 +841,8 @@ COMMENT ON FUNCTION docstatus.validate_document IS
     '-> ''failed'' with the reason: an empty document, one larger than settings.max_document_bytes '
     '(both judged on the registered size_bytes), or a MIME type not in allowed_mime_types. Accepts '
     'a document that failed validation again. Any other document is returned unchanged. '
-    'p_reason: why the blob is not retrievable, appended to status_reason.';
+    'p_reason: why the blob is not retrievable, appended to status_reason. p_blob_size: the size '
+    'of the blob as read; one that differs from the registered size_bytes makes it not retrievable.';
 
 CREATE FUNCTION docstatus.create_extraction_job(p_document_id bigint, p_idempotency_key text DEFAULT NULL)
 RETURNS docstatus.extraction_jobs
@@ -827,6 +888,17 @@ COMMENT ON FUNCTION docstatus.create_extraction_job IS
     'Returns the job named by the key (any state), else the active job of a ''ready'' document '
     '(recording the key on it), creating it if missing. DS001 for a document that is not ready.';
 
+-- A job a worker may take once its not_before has come: unheld, of a queued document. A plain
+-- SQL expression, so the planner inlines it and the claims still read extraction_jobs_claimable.
+CREATE FUNCTION docstatus._is_claimable(p_job_status text, p_worker_id text, p_text_extraction_status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT p_job_status = 'pending extraction' AND p_worker_id IS NULL AND p_text_extraction_status = 'ready'
+$$;
+COMMENT ON FUNCTION docstatus._is_claimable IS
+    'Internal: the readiness rule shared by claim_extraction_job, claim_jobs and next_job_due '
+    '(a due job also has not_before <= now()).';
+
 CREATE FUNCTION docstatus.claim_extraction_job(p_worker_id text, p_lease interval DEFAULT '5 minutes')
 RETURNS SETOF docstatus.extraction_jobs
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -844,8 +916,8 @@ BEGIN
      WHERE j.id = (
             SELECT c.id FROM docstatus.extraction_jobs c
               JOIN docstatus.documents d ON d.id = c.document_id
-             WHERE c.status = 'pending extraction' AND c.worker_id IS NULL AND c.not_before <= now()
-               AND d.text_extraction_status = 'ready'
+             WHERE docstatus._is_claimable(c.status, c.worker_id, d.text_extraction_status)
+               AND c.not_before <= now()
              ORDER BY c.not_before, c.id
              LIMIT 1
                FOR UPDATE OF c SKIP LOCKED)
@@ -856,6 +928,114 @@ COMMENT ON FUNCTION docstatus.claim_extraction_job IS
     'Gives the unheld job of a ''ready'' document that has waited longest since its not_before '
     '(a retry waits for its backoff) to p_worker_id with a lease; zero rows when none is free. '
     'Never the same job to two workers (FOR UPDATE SKIP LOCKED).';
+
+-- What claim_jobs returns: the job and its document, one flat row, so a caller in any language
+-- reads columns by name.
+CREATE TYPE docstatus.claimed_job AS (
+    job_id                 bigint,
+    document_id            bigint,
+    job_status             text,
+    attempt                integer,
+    idempotency_key        text,
+    worker_id              text,
+    lease_expires_at       timestamptz,
+    job_created_at         timestamptz,
+    started_at             timestamptz,
+    completed_at           timestamptz,
+    error_message          text,
+    not_before             timestamptz,
+    released               boolean,
+    blob_container         text,
+    blob_name              text,
+    filename               text,
+    mime_type              text,
+    size_bytes             bigint,
+    text_extraction_status text,
+    processing_status      text,
+    status_reason          text,
+    document_created_at    timestamptz,
+    document_updated_at    timestamptz,
+    status_entered_at      timestamptz
+);
+COMMENT ON TYPE docstatus.claimed_job IS
+    'A claimed job (job_* and the columns of extraction_jobs) with its document (the columns of '
+    'documents, document_* where the names clash), as claim_jobs returns it.';
+
+CREATE FUNCTION docstatus.claim_jobs(
+    p_worker_id text, p_lease interval DEFAULT '5 minutes', p_limit integer DEFAULT 1,
+    p_start_ocr boolean DEFAULT false)
+RETURNS SETOF docstatus.claimed_job
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_job_ids bigint[];
+    v_document_ids bigint[];
+BEGIN
+    IF coalesce(p_worker_id, '') = '' THEN
+        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
+    END IF;
+    IF p_lease IS NULL OR p_lease <= interval '0' THEN
+        PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
+    END IF;
+    IF p_limit IS NULL OR p_limit < 1 THEN
+        PERFORM docstatus._raise_invalid_argument(format('limit must be positive, got %s', p_limit));
+    END IF;
+    -- The document is locked with its job (SKIP LOCKED both): the mark_* functions lock the
+    -- document before the job, so waiting here for a document could deadlock with them.
+    WITH picked AS (
+        SELECT c.id FROM docstatus.extraction_jobs c
+          JOIN docstatus.documents d ON d.id = c.document_id
+         WHERE docstatus._is_claimable(c.status, c.worker_id, d.text_extraction_status)
+           AND c.not_before <= now()
+         ORDER BY c.not_before, c.id
+         LIMIT p_limit
+           FOR UPDATE OF c, d SKIP LOCKED),
+    claimed AS (
+        UPDATE docstatus.extraction_jobs j
+           SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
+          FROM picked WHERE j.id = picked.id
+        RETURNING j.id, j.document_id)
+    SELECT array_agg(id), array_agg(document_id) INTO v_job_ids, v_document_ids FROM claimed;
+    IF v_job_ids IS NULL THEN
+        RETURN;
+    END IF;
+    IF p_start_ocr THEN
+        -- As mark_ocr_running would, in the claim's transaction: one round trip fewer per job.
+        UPDATE docstatus.documents
+           SET text_extraction_status = 'in progress', processing_status = 'ocr running', status_reason = NULL
+         WHERE id = ANY (v_document_ids);
+    END IF;
+    RETURN QUERY
+    SELECT j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
+           j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
+           d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
+           d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
+           d.status_entered_at
+      FROM docstatus.extraction_jobs j
+      JOIN docstatus.documents d ON d.id = j.document_id
+     WHERE j.id = ANY (v_job_ids)
+     ORDER BY j.not_before, j.id;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.claim_jobs IS
+    'Up to p_limit jobs for a worker with that many free slots, as claim_extraction_job claims one '
+    '(unheld, of a ''ready'' document, not_before come, longest waiting first, SKIP LOCKED), each '
+    'with its document. With p_start_ocr the documents move to (''in progress'', ''ocr running'') '
+    'in the same transaction, as mark_ocr_running would. Zero rows when none is free.';
+
+CREATE FUNCTION docstatus.next_job_due() RETURNS interval
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    -- ORDER BY ... LIMIT 1, not min(): it reads the first entries of extraction_jobs_claimable.
+    SELECT c.not_before - now()
+      FROM docstatus.extraction_jobs c
+      JOIN docstatus.documents d ON d.id = c.document_id
+     WHERE docstatus._is_claimable(c.status, c.worker_id, d.text_extraction_status)
+     ORDER BY c.not_before, c.id
+     LIMIT 1
+$$;
+COMMENT ON FUNCTION docstatus.next_job_due IS
+    'How long until the next job may be claimed: zero or less when one is claimable now, a '
+    'positive interval when the next waits for its backoff, NULL when no job waits. The claims'' '
+    'own readiness rule, so an idle worker sleeps exactly until a claim can succeed.';
 
 CREATE FUNCTION docstatus.heartbeat_job(p_job_id bigint, p_worker_id text, p_lease interval DEFAULT '5 minutes')
 RETURNS boolean
@@ -927,21 +1107,7 @@ BEGIN
          WHERE document_id = p_document_id AND status = 'pending extraction'
         RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
     END IF;
-    IF (p_worker_id IS NOT NULL AND v_holder IS DISTINCT FROM p_worker_id)
-       OR (v_holder IS NOT NULL AND v_lease_expires_at <= now()) THEN
-        RAISE EXCEPTION USING
-                  MESSAGE = format('worker %s does not hold a lease on document %s%s',
-                      coalesce(p_worker_id, session_user), p_document_id,
-                      CASE WHEN v_job_id IS NULL THEN ' (it has no active extraction job)'
-                           WHEN v_holder IS NULL THEN format(' (job %s is not held)', v_job_id)
-                           ELSE format(' (job %s is held by %s until %s)', v_job_id, v_holder,
-                                       v_lease_expires_at) END),
-                  ERRCODE = 'DS004',
-                  DETAIL = json_build_object('document_id', p_document_id, 'worker_id', p_worker_id,
-                                             'job_id', v_job_id, 'holder', v_holder,
-                                             'lease_expires_at', v_lease_expires_at)::text,
-                  HINT = 'A worker whose lease ran out must drop the job; the reaper ends it.';
-    END IF;
+    PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
     RETURN v_document;
 END;
 $$;
@@ -1132,13 +1298,9 @@ CREATE TABLE docstatus.stage_slas (
     text_extraction_status text NOT NULL,
     processing_status      text NOT NULL,
     max_duration           interval NOT NULL CHECK (max_duration > interval '0'),
-    -- The non-final pairs of documents_status_pair; completed and failed have no SLA.
+    -- A non-final row of document_states; completed and failed have no SLA.
     CONSTRAINT stage_slas_state CHECK (
-        (state, text_extraction_status, processing_status) IN (
-            ('uploaded',    'not ready',   'pending extraction'),
-            ('queued',      'ready',       'pending extraction'),
-            ('ocr running', 'in progress', 'ocr running'),
-            ('llm running', 'in progress', 'llm running')))
+        docstatus._state_of(text_extraction_status, processing_status, false) = state)
 );
 COMMENT ON TABLE docstatus.stage_slas IS
     'How long a document may stay in each non-final state (uploaded, queued, ocr running, llm '
@@ -1157,7 +1319,7 @@ SELECT d.id AS document_id, s.state, d.text_extraction_status, d.processing_stat
        d.status_entered_at, s.max_duration AS sla, now() - d.status_entered_at AS in_state_for,
        j.id AS job_id, j.attempt, j.worker_id, j.lease_expires_at, d.status_reason
   FROM docstatus.stage_slas s
-  JOIN docstatus.documents d
+  JOIN docstatus.active_documents d
     ON d.processing_status = s.processing_status
    AND d.text_extraction_status = s.text_extraction_status
    AND d.status_entered_at < now() - s.max_duration
@@ -1165,10 +1327,7 @@ SELECT d.id AS document_id, s.state, d.text_extraction_status, d.processing_stat
   -- reads every active job).
   LEFT JOIN LATERAL (
         SELECT id, attempt, worker_id, lease_expires_at FROM docstatus.extraction_jobs
-         WHERE document_id = d.id AND status = 'pending extraction' LIMIT 1) j ON true
- -- The predicate of documents_active_by_status, spelled out so the planner may use that index:
- -- only the 1% of documents still moving are read, never the finished ones.
- WHERE d.text_extraction_status NOT IN ('completed', 'failed');
+         WHERE document_id = d.id AND status = 'pending extraction' LIMIT 1) j ON true;
 COMMENT ON VIEW docstatus.stuck_documents IS
     'Documents whose current state has lasted longer than its stage_slas.max_duration, with the '
     'active job (if any) and its holder. Reads only the documents_active_by_status index.';
@@ -1218,9 +1377,7 @@ COMMENT ON VIEW docstatus.failure_summary IS
 
 CREATE VIEW docstatus.document_overview AS
 SELECT d.id AS document_id, d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
-       -- The names of stage_slas.state, plus completed and failed.
-       CASE d.text_extraction_status WHEN 'not ready' THEN 'uploaded' WHEN 'ready' THEN 'queued'
-            WHEN 'in progress' THEN d.processing_status ELSE d.text_extraction_status END AS state,
+       s.state,
        d.text_extraction_status, d.processing_status, d.status_entered_at,
        now() - d.status_entered_at AS in_status_for, d.status_reason,
        j.id AS job_id, j.status AS job_status, j.attempt, j.worker_id, j.lease_expires_at,
@@ -1228,6 +1385,8 @@ SELECT d.id AS document_id, d.blob_container, d.blob_name, d.filename, d.mime_ty
            AS last_error,
        d.created_at, d.updated_at
   FROM docstatus.documents d
+  JOIN docstatus.document_states s
+    ON s.text_extraction_status = d.text_extraction_status AND s.processing_status = d.processing_status
   -- The current job is the latest attempt, whatever its status.
   LEFT JOIN LATERAL (
         SELECT id, status, attempt, worker_id, lease_expires_at FROM docstatus.extraction_jobs
@@ -1398,6 +1557,54 @@ COMMENT ON FUNCTION docstatus.check_stuck IS
     'stuck_alerts so it is never repeated; returns those documents. Also folds the status '
     'counters. Run it every minute or so (worker loop, cron).';
 
+-- What run_maintenance did: one row per reaped job and per newly stuck document, or one row
+-- saying it skipped (another session holds the maintenance lock) or that the stuck check failed.
+CREATE TYPE docstatus.maintenance_action AS (
+    action        text,   -- 'reaped', 'stuck', 'skipped', 'stuck check failed'
+    job_id        bigint,
+    document_id   bigint,
+    attempt       integer,
+    worker_id     text,
+    error_message text
+);
+COMMENT ON TYPE docstatus.maintenance_action IS
+    'A row of run_maintenance: action reaped (the job, its attempt, the worker whose lease ran out, '
+    'the error), stuck (the document newly stuck and its active job), skipped, or stuck check failed '
+    '(error_message).';
+
+CREATE FUNCTION docstatus.run_maintenance(p_check_stuck boolean DEFAULT true)
+RETURNS SETOF docstatus.maintenance_action
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_job docstatus.extraction_jobs;
+    v_stuck docstatus.stuck_documents;
+BEGIN
+    -- One pass at a time across all workers: the transaction that gets the lock does it.
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('docstatus.worker.maintenance', 0)) THEN
+        RETURN NEXT ROW('skipped', NULL, NULL, NULL, NULL, NULL)::docstatus.maintenance_action;
+        RETURN;
+    END IF;
+    FOR v_job IN SELECT * FROM docstatus.reap_expired_jobs() LOOP
+        RETURN NEXT ROW('reaped', v_job.id, v_job.document_id, v_job.attempt, v_job.worker_id,
+                        v_job.error_message)::docstatus.maintenance_action;
+    END LOOP;
+    IF p_check_stuck THEN
+        BEGIN  -- a savepoint: a failing check keeps the reaping
+            FOR v_stuck IN SELECT * FROM docstatus.check_stuck() LOOP
+                RETURN NEXT ROW('stuck', v_stuck.job_id, v_stuck.document_id, v_stuck.attempt,
+                                v_stuck.worker_id, NULL)::docstatus.maintenance_action;
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            RETURN NEXT ROW('stuck check failed', NULL, NULL, NULL, NULL, SQLERRM)::docstatus.maintenance_action;
+        END;
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.run_maintenance IS
+    'One maintenance pass, one session at a time (an advisory lock; the others get one ''skipped'' '
+    'row): reap_expired_jobs, then with p_check_stuck check_stuck. Workers call it every few '
+    'seconds; cron or pg_cron may too.';
+
 ------------------------------------------------------------------------------------------------
 -- Worker functions: release on shutdown, a failure worth retrying
 ------------------------------------------------------------------------------------------------
@@ -1423,12 +1630,12 @@ BEGIN
     -- Document first, then job: the lock order of the mark_* functions and the reaper.
     PERFORM docstatus._lock_document(v_job.document_id);
     SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = p_job_id FOR UPDATE;
-    IF v_job.status <> 'pending extraction' OR v_job.worker_id IS DISTINCT FROM p_worker_id
-       OR v_job.lease_expires_at <= now() THEN
-        PERFORM docstatus._raise_lease_not_held(
-            v_job.document_id, p_worker_id, CASE WHEN v_job.status = 'pending extraction' THEN v_job.id END,
-            v_job.worker_id, v_job.lease_expires_at);
+    IF v_job.status <> 'pending extraction' THEN
+        v_job.id := NULL;  -- an ended job: nobody holds it
+        v_job.worker_id := NULL;
     END IF;
+    PERFORM docstatus._require_lease(v_job.document_id, p_worker_id, v_job.id, v_job.worker_id,
+                                     v_job.lease_expires_at);
 
     v_error := format('released by worker %s: %s', p_worker_id, coalesce(nullif(btrim(p_reason), ''), 'no reason given'));
     UPDATE docstatus.extraction_jobs SET status = 'failed', error_message = v_error, released = true
@@ -1507,11 +1714,8 @@ BEGIN
     v_document := docstatus._lock_document(p_document_id);
     SELECT * INTO v_job FROM docstatus.extraction_jobs
      WHERE document_id = p_document_id AND status = 'pending extraction';
-    IF v_job.worker_id IS NULL OR v_job.worker_id IS DISTINCT FROM coalesce(p_worker_id, v_job.worker_id)
-       OR v_job.lease_expires_at <= now() THEN
-        PERFORM docstatus._raise_lease_not_held(p_document_id, p_worker_id, v_job.id, v_job.worker_id,
-                                                v_job.lease_expires_at);
-    END IF;
+    PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job.id, v_job.worker_id,
+                                     v_job.lease_expires_at, p_must_be_held => true);
     INSERT INTO docstatus.document_results AS r (job_id, document_id, blob_container, text_blob, fields_blob)
     VALUES (v_job.id, p_document_id, v_document.blob_container, p_text_blob, p_fields_blob)
     ON CONFLICT (job_id) DO UPDATE
@@ -1524,6 +1728,51 @@ COMMENT ON FUNCTION docstatus.record_result IS
     'Records the blobs (in the document''s container) holding the extracted text and the fields '
     'of the document''s active job; again for the same job replaces them. Call it before '
     'mark_processing_done. Lease rules as mark_ocr_running (DS004).';
+
+CREATE FUNCTION docstatus.finish_job(
+    p_document_id bigint, p_text_blob text, p_fields_blob text, p_worker_id text DEFAULT NULL)
+RETURNS docstatus.documents
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- One transaction: the result is recorded exactly when the job ends done.
+    PERFORM docstatus.record_result(p_document_id, p_text_blob, p_fields_blob, p_worker_id);
+    RETURN docstatus.mark_processing_done(p_document_id, p_worker_id);
+END;
+$$;
+COMMENT ON FUNCTION docstatus.finish_job IS
+    'The end of a successful job: record_result then mark_processing_done, in one transaction, so '
+    'a document is done exactly when its result is recorded. Lease rules as mark_ocr_running (DS004).';
+
+CREATE FUNCTION docstatus.current_result(p_document_id bigint) RETURNS SETOF docstatus.document_results
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.*
+      FROM docstatus.document_results r
+      JOIN docstatus.extraction_jobs j ON j.id = r.job_id
+     WHERE r.document_id = p_document_id AND j.status = 'done'
+     ORDER BY j.attempt DESC
+     LIMIT 1
+$$;
+COMMENT ON FUNCTION docstatus.current_result IS
+    'A document''s result: that of its latest job that ended done; zero rows when it has none '
+    '(a row of a job that did not end done is a leftover of an interrupted run).';
+
+CREATE FUNCTION docstatus.require_document(p_document_id bigint) RETURNS docstatus.documents
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_document docstatus.documents;
+BEGIN
+    IF p_document_id IS NULL THEN
+        PERFORM docstatus._raise_invalid_argument('document id must not be null');
+    END IF;
+    SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
+    IF NOT FOUND THEN
+        PERFORM docstatus._raise_not_found('document', p_document_id);
+    END IF;
+    RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.require_document IS
+    'The document, or DS002 when there is none (as every function that acts on a document says).';
 
 ------------------------------------------------------------------------------------------------
 -- Roles: least privilege. Roles are cluster-wide, so they are created only when missing.
@@ -1555,7 +1804,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA docstatus TO docstatus_reader;
 GRANT EXECUTE ON FUNCTION docstatus.events_after(xid8, bigint, integer),
                           docstatus.event_delivery_delay() TO docstatus_reader;
 GRANT EXECUTE ON FUNCTION docstatus.register_document(text, text, text, text, bigint),
-                          docstatus.validate_document(bigint, boolean, text, text),
+                          docstatus.validate_document(bigint, boolean, text, text, bigint),
                           docstatus.create_extraction_job(bigint, text) TO docstatus_dms;
 GRANT EXECUTE ON FUNCTION docstatus.create_extraction_job(bigint, text),
                           docstatus.claim_extraction_job(text, interval),
@@ -1578,3 +1827,12 @@ GRANT EXECUTE ON FUNCTION docstatus.fold_status_counters(),
 GRANT EXECUTE ON FUNCTION docstatus.release_job(bigint, text, text),
                           docstatus.mark_attempt_failed(bigint, text, text),
                           docstatus.record_result(bigint, text, text, text) TO docstatus_worker;
+
+-- One way into the database: the claim with its document, the end of a job, maintenance, lookups.
+GRANT EXECUTE ON FUNCTION docstatus.require_document(bigint) TO docstatus_dms;
+GRANT EXECUTE ON FUNCTION docstatus.require_document(bigint),
+                          docstatus.current_result(bigint),
+                          docstatus.next_job_due() TO docstatus_reader;
+GRANT EXECUTE ON FUNCTION docstatus.claim_jobs(text, interval, integer, boolean),
+                          docstatus.finish_job(bigint, text, text, text),
+                          docstatus.run_maintenance(boolean) TO docstatus_worker;
