@@ -55,10 +55,10 @@ bench: $(STAMP) $(AZURITE_STAMP)
 # are used instead (e.g. `docker compose up -d --wait` first) and left alone.
 .PHONY: demo demo-down
 demo: $(STAMP)
-	$(PY) -m docstatus.demo up
+	$(PY) -m docstatus.dev.demo up
 
 demo-down: $(STAMP)
-	$(PY) -m docstatus.demo down
+	$(PY) -m docstatus.dev.demo down
 
 # Landed migrations never change: database/migrations.sha256 records each file's checksum and
 # tests/migrations checks them. This appends the files not listed yet and never rewrites a line.

@@ -11,7 +11,7 @@
 
 The DSN names a server where the bench may create and drop its own database (default: the
 local server as postgres, or DOCSTATUS_BENCH_DSN). Azurite is started from the pinned npm
-install (docstatus.azurite) in a temporary folder, and stopped at the end. Not part of the
+install (docstatus.dev.azurite) in a temporary folder, and stopped at the end. Not part of the
 test run.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psycopg
 
-from docstatus.azurite import Azurite
+from docstatus.dev.azurite import Azurite
 from scratch import dsn_argument, scratch_database
 
 BENCH_DB = "docstatus_bench_dms"

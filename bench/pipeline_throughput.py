@@ -16,7 +16,7 @@ at 1 worker.
     python bench/pipeline_throughput.py [--dsn DSN] [--documents 300] [--workers 1,2,4]
 
 The DSN names a server where the bench creates and drops its own database (default: the local
-server, or DOCSTATUS_BENCH_DSN). Azurite is started on a free port (docstatus.azurite).
+server, or DOCSTATUS_BENCH_DSN). Azurite is started on a free port (docstatus.dev.azurite).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from docstatus.azurite import Azurite
+from docstatus.dev.azurite import Azurite
 from scratch import dsn_argument, scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

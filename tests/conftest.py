@@ -11,7 +11,7 @@ Fixture contract (other test folders rely on these names):
                    ``db_dsn`` (kwargs go to ``psycopg.connect``); all are closed
                    at teardown.
 - ``empty_db_dsn`` per test: conninfo of a fresh EMPTY database (no schema).
-- ``azurite``      session: one real Azurite blob service (``docstatus.azurite``) shared by
+- ``azurite``      session: one real Azurite blob service (``docstatus.dev.azurite``) shared by
                    every folder, which keep apart by container names of their own. Nobody
                    stops it: a test that stops Azurite starts a private one.
 
@@ -27,13 +27,11 @@ the test databases.
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
 import pwd
 import shutil
 import stat
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,7 +45,8 @@ import pytest
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from docstatus.azurite import Azurite
+from docstatus.dev.azurite import Azurite
+from docstatus.dev.embedded import find_bindir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_SQL = REPO_ROOT / "database" / "schemas" / "schema.sql"
@@ -94,22 +93,14 @@ class PgServer:
 
 
 def find_pg_bindir() -> Path:
-    """The newest installed PostgreSQL with server binaries (pg_ctl)."""
-    # Debian/Ubuntu install major versions side by side under /usr/lib/postgresql;
-    # elsewhere, pg_config knows where the binaries are.
-    def major_version(bindir: str) -> list[int]:  # "/usr/lib/postgresql/15/bin" -> [15]
-        return [int(part) for part in Path(bindir).parent.name.split(".") if part.isdigit()]
-
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major_version, reverse=True)
-    if pg_config := shutil.which("pg_config"):
-        candidates.append(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip())
-    for bindir in map(Path, candidates):
-        if (bindir / "pg_ctl").is_file():
-            return bindir
-    raise RuntimeError(
-        "no PostgreSQL server binaries (pg_ctl) found in /usr/lib/postgresql/*/bin or via pg_config; "
-        "install the server package, or set DOCSTATUS_TEST_DSN to use an existing server"
-    )
+    """The newest installed PostgreSQL with server binaries (docstatus.dev.embedded's finder)."""
+    bindir = find_bindir()
+    if bindir is None:
+        raise RuntimeError(
+            "no PostgreSQL server binaries (pg_ctl) found in /usr/lib/postgresql/*/bin or via pg_config; "
+            "install the server package, or set DOCSTATUS_TEST_DSN to use an existing server"
+        )
+    return bindir
 
 
 def _make_root_pg_ctl_wrapper(real_pg_ctl: Path, wrapper_dir: Path) -> Path:

@@ -57,7 +57,7 @@ ALTER TABLE docstatus.documents ADD CONSTRAINT documents_status_pair CHECK (
 ALTER TABLE docstatus.stage_slas DROP CONSTRAINT stage_slas_state;
 -- A non-final row of document_states; completed and failed have no SLA.
 ALTER TABLE docstatus.stage_slas ADD CONSTRAINT stage_slas_state CHECK (
-        docstatus._state_of(text_extraction_status, processing_status, false) = state);
+        docstatus._state_of(text_extraction_status, processing_status, false) IS NOT DISTINCT FROM state);
 
 ------------------------------------------------------------------------------------------------
 -- One lease check (DS004) for every function that writes on a worker's behalf

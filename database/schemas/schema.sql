@@ -1300,7 +1300,7 @@ CREATE TABLE docstatus.stage_slas (
     max_duration           interval NOT NULL CHECK (max_duration > interval '0'),
     -- A non-final row of document_states; completed and failed have no SLA.
     CONSTRAINT stage_slas_state CHECK (
-        docstatus._state_of(text_extraction_status, processing_status, false) = state)
+        docstatus._state_of(text_extraction_status, processing_status, false) IS NOT DISTINCT FROM state)
 );
 COMMENT ON TABLE docstatus.stage_slas IS
     'How long a document may stay in each non-final state (uploaded, queued, ocr running, llm '

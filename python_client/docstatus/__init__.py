@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from docstatus.client import AsyncClient, Client
+from docstatus.async_client import AsyncClient
+from docstatus.client import Client
 from docstatus.errors import (
     DocStatusError,
     DocumentJobMismatch,
@@ -13,15 +14,24 @@ from docstatus.errors import (
     PermissionDenied,
 )
 from docstatus.models import (
+    ClaimedJob,
     Cursor,
     Document,
+    DocumentOverview,
     DocumentResult,
+    DocumentState,
+    DocumentStateInfo,
     EventDelivery,
     EventKind,
     ExtractionJob,
+    FailurePattern,
+    JobOverview,
     JobStatus,
+    MaintenanceAction,
     ProcessingStatus,
+    StatusCount,
     StatusEvent,
+    StuckAlert,
     StuckDocument,
     TextExtractionStatus,
 )
@@ -29,23 +39,32 @@ from docstatus.subscriber import Subscriber
 
 __all__ = [
     "AsyncClient",
+    "ClaimedJob",
     "Client",
     "Cursor",
     "DocStatusError",
     "Document",
     "DocumentJobMismatch",
+    "DocumentOverview",
     "DocumentResult",
+    "DocumentState",
+    "DocumentStateInfo",
     "EventDelivery",
     "EventKind",
     "ExtractionJob",
+    "FailurePattern",
     "InvalidArgument",
     "InvalidTransition",
+    "JobOverview",
     "JobStatus",
     "LeaseLost",
+    "MaintenanceAction",
     "NotFound",
     "PermissionDenied",
     "ProcessingStatus",
+    "StatusCount",
     "StatusEvent",
+    "StuckAlert",
     "StuckDocument",
     "Subscriber",
     "TextExtractionStatus",

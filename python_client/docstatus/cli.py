@@ -1,7 +1,8 @@
-"""The ``docstatus`` command line.
+"""The ``docstatus`` command line: the composition root.
 
-``main`` is a click group: add a command with ``@main.command()`` here, or
-from another module with ``main.lazy_commands`` (loaded on first use).
+``main`` is a click group: add a command with ``@main.command()`` here, or from another module
+with ``main.lazy_commands`` (loaded on first use). The commands take their shared options from
+``docstatus.options`` and never import this module.
 """
 
 from __future__ import annotations
@@ -12,15 +13,7 @@ import psycopg
 from docstatus import __version__
 from docstatus import migrations
 from docstatus.lazy_commands import LazyGroup
-
-# Every command that talks to PostgreSQL takes the same option.
-dsn_option = click.option(
-    "--dsn",
-    envvar="DOCSTATUS_DSN",
-    default="",
-    show_envvar=True,
-    help="libpq connection string or postgresql:// URL (empty: libpq defaults, PGHOST etc.).",
-)
+from docstatus.options import dsn_option
 
 
 @click.group(cls=LazyGroup)

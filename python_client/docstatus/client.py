@@ -22,16 +22,20 @@ caller's connection is already inside a transaction: then the call joins it, and
 A Client over a single connection serves one thread at a time, like the connection; threads
 share a Client over a pool.
 
-``AsyncClient`` is the same over ``psycopg.AsyncConnection`` or
+``docstatus.async_client.AsyncClient`` is the same over ``psycopg.AsyncConnection`` or
 ``psycopg_pool.AsyncConnectionPool``: the same methods, arguments and results, awaited. A test
 keeps the two signature for signature alike.
+
+Every query of the package is a file of ``docstatus/queries/``, loaded by ``load_query`` and run
+by ``Client`` (or ``AsyncClient``): the worker, the DMS and the operations commands call these
+methods and hold no SQL of their own.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -42,14 +46,19 @@ from psycopg.rows import tuple_row
 
 from docstatus.errors import translate
 from docstatus.models import (
-    Document, DocumentResult, EventDelivery, ExtractionJob, StatusEvent, StuckDocument,
+    ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
+    ExtractionJob, FailurePattern, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
+    ProcessingStatus, StatusEvent, StuckAlert, StuckDocument,
 )
 
-__all__ = ["AsyncClient", "Client", "load_query"]
+__all__ = ["Client", "load_query"]
 
 # The SQL defaults of p_lease; the enum drift test checks that these equal the database's.
 DEFAULT_LEASE = timedelta(minutes=5)
 DEFAULT_EVENTS_LIMIT = 1000
+# Listing defaults of the read helpers (no SQL function behind them).
+DEFAULT_JOBS_LIMIT = 100
+DEFAULT_VALIDATION_LIMIT = 1000
 
 _IDLE = pq.TransactionStatus.IDLE
 
@@ -135,77 +144,91 @@ class Client:
                 raise
             raise error from exc
 
-    def _document(self, query_name: str, params: dict[str, Any]) -> Document:
-        return Document.from_row(self._rows(query_name, params)[0])
-
-    def _job(self, query_name: str, params: dict[str, Any]) -> ExtractionJob:
-        return ExtractionJob.from_row(self._rows(query_name, params)[0])
-
     # --- the SQL API, one method per function ---------------------------------------------
 
     @calls("register_document")
     def register_document(self, blob_container: str, blob_name: str, filename: str,
                           mime_type: str | None = None, size_bytes: int | None = None) -> Document:
         """Registers an uploaded blob as a 'not ready' document; the same blob again returns its row."""
-        return self._document("register_document", {
+        return _one(Document, self._rows("register_document", {
             "blob_container": blob_container, "blob_name": blob_name, "filename": filename,
-            "mime_type": mime_type, "size_bytes": size_bytes})
+            "mime_type": mime_type, "size_bytes": size_bytes}))
 
     @calls("validate_document")
     def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None,
-                          reason: str | None = None) -> Document:
+                          reason: str | None = None, blob_size: int | None = None) -> Document:
         """The seed's promotion rule, decided in the database: 'ready' with a job, or a reason.
-        ``reason``: why the blob is not retrievable, recorded in ``status_reason``."""
-        return self._document("validate_document", {
+        ``reason``: why the blob is not retrievable, recorded in ``status_reason``; ``blob_size``:
+        the blob's size as read (a size other than the registered one: not retrievable)."""
+        return _one(Document, self._rows("validate_document", {
             "document_id": document_id, "blob_retrievable": blob_retrievable, "mime_type": mime_type,
-            "reason": reason})
+            "reason": reason, "blob_size": blob_size}))
+
+    @calls("require_document")
+    def require_document(self, document_id: int) -> Document:
+        """The document; ``NotFound`` (DS002) when there is none."""
+        return _one(Document, self._rows("require_document", {"document_id": document_id}))
 
     @calls("create_extraction_job")
     def create_extraction_job(self, document_id: int, idempotency_key: str | None = None) -> ExtractionJob:
         """The job the key names, else the active job of a 'ready' document (created if missing)."""
-        return self._job("create_extraction_job", {"document_id": document_id, "idempotency_key": idempotency_key})
+        return _one(ExtractionJob, self._rows("create_extraction_job", {
+            "document_id": document_id, "idempotency_key": idempotency_key}))
 
     @calls("claim_extraction_job")
     def claim_extraction_job(self, worker_id: str, lease: timedelta = DEFAULT_LEASE) -> ExtractionJob | None:
         """The oldest unheld job, now held by ``worker_id`` for ``lease``; None when none is free."""
-        rows = self._rows("claim_extraction_job", {"worker_id": worker_id, "lease": lease})
-        return ExtractionJob.from_row(rows[0]) if rows else None
+        return _first(ExtractionJob, self._rows("claim_extraction_job", {"worker_id": worker_id, "lease": lease}))
+
+    @calls("claim_jobs")
+    def claim_jobs(self, worker_id: str, lease: timedelta = DEFAULT_LEASE, limit: int = 1,
+                   start_ocr: bool = False) -> list[ClaimedJob]:
+        """Up to ``limit`` jobs with their documents; with ``start_ocr`` their documents are in
+        'ocr running' already (the claim and mark_ocr_running in one transaction)."""
+        return _all(ClaimedJob, self._rows("claim_jobs", {
+            "worker_id": worker_id, "lease": lease, "limit": limit, "start_ocr": start_ocr}))
+
+    @calls("next_job_due")
+    def next_job_due(self) -> timedelta | None:
+        """How long until a claim can succeed (zero or less: now); None when no job waits."""
+        return _scalar(self._rows("next_job_due"))
 
     @calls("heartbeat_job")
     def heartbeat_job(self, job_id: int, worker_id: str, lease: timedelta = DEFAULT_LEASE) -> bool:
         """Extends the lease; False when the worker does not hold it or it already ran out."""
-        return self._rows("heartbeat_job", {"job_id": job_id, "worker_id": worker_id, "lease": lease})[0][0]
+        return _scalar(self._rows("heartbeat_job", {"job_id": job_id, "worker_id": worker_id, "lease": lease}))
 
     @calls("mark_ocr_running")
     def mark_ocr_running(self, document_id: int, worker_id: str | None = None) -> Document:
         """Queued -> ('in progress', 'ocr running'). With ``worker_id``, only while it holds the lease."""
-        return self._document("mark_ocr_running", {"document_id": document_id, "worker_id": worker_id})
+        return _one(Document, self._rows("mark_ocr_running", {"document_id": document_id, "worker_id": worker_id}))
 
     @calls("mark_llm_running")
     def mark_llm_running(self, document_id: int, worker_id: str | None = None) -> Document:
         """'ocr running' -> 'llm running'."""
-        return self._document("mark_llm_running", {"document_id": document_id, "worker_id": worker_id})
+        return _one(Document, self._rows("mark_llm_running", {"document_id": document_id, "worker_id": worker_id}))
 
     @calls("mark_processing_done")
     def mark_processing_done(self, document_id: int, worker_id: str | None = None) -> Document:
         """'llm running' -> ('completed', 'done'); the active job ends 'done'."""
-        return self._document("mark_processing_done", {"document_id": document_id, "worker_id": worker_id})
+        return _one(Document, self._rows("mark_processing_done", {"document_id": document_id, "worker_id": worker_id}))
 
     @calls("mark_processing_failed")
     def mark_processing_failed(self, document_id: int, error_message: str, worker_id: str | None = None) -> Document:
         """Any state -> ('failed', 'failed'); the active job fails with ``error_message``."""
-        return self._document("mark_processing_failed", {
-            "document_id": document_id, "error_message": error_message, "worker_id": worker_id})
+        return _one(Document, self._rows("mark_processing_failed", {
+            "document_id": document_id, "error_message": error_message, "worker_id": worker_id}))
 
     @calls("retry_document")
     def retry_document(self, document_id: int, idempotency_key: str | None = None) -> ExtractionJob:
         """A document that failed during processing goes back to 'ready' with the next attempt."""
-        return self._job("retry_document", {"document_id": document_id, "idempotency_key": idempotency_key})
+        return _one(ExtractionJob, self._rows("retry_document", {
+            "document_id": document_id, "idempotency_key": idempotency_key}))
 
     @calls("reap_expired_jobs")
     def reap_expired_jobs(self) -> list[ExtractionJob]:
         """Ends every job whose lease ran out and returns them (retrying below max_attempts)."""
-        return [ExtractionJob.from_row(row) for row in self._rows("reap_expired_jobs")]
+        return _all(ExtractionJob, self._rows("reap_expired_jobs"))
 
     @calls("events_after")
     def events_after(self, after_tx: int = 0, after_id: int = 0, limit: int = DEFAULT_EVENTS_LIMIT) -> list[StatusEvent]:
@@ -214,71 +237,141 @@ class Client:
         ``client.events_after(*cursor)`` takes a ``Cursor``; the next cursor is the last event's
         ``.cursor``. To follow the log as it grows, use ``docstatus.Subscriber``.
         """
-        rows = self._rows("events_after", {"after_tx": after_tx, "after_id": after_id, "limit": limit})
-        return [StatusEvent.from_row(row) for row in rows]
+        return _all(StatusEvent, self._rows("events_after", {"after_tx": after_tx, "after_id": after_id,
+                                                             "limit": limit}))
 
     @calls("event_delivery_delay")
     def event_delivery(self) -> EventDelivery:
         """The ``docstatus.event_delivery`` view: events not yet deliverable and what holds them."""
-        return EventDelivery.from_row(self._rows("event_delivery")[0])
+        return _one(EventDelivery, self._rows("event_delivery"))
 
     # --- the pipeline worker's functions ----------------------------------------------------
 
     @calls("mark_attempt_failed")
     def mark_attempt_failed(self, document_id: int, error_message: str, worker_id: str | None = None) -> Document:
         """A failure worth retrying: failed, then 'ready' again after a backoff while attempts remain."""
-        return self._document("mark_attempt_failed", {
-            "document_id": document_id, "error_message": error_message, "worker_id": worker_id})
+        return _one(Document, self._rows("mark_attempt_failed", {
+            "document_id": document_id, "error_message": error_message, "worker_id": worker_id}))
 
     @calls("release_job")
     def release_job(self, job_id: int, worker_id: str, reason: str = "shutting down") -> ExtractionJob:
         """Gives a held job back unfinished; the next attempt is queued at once, uncounted."""
-        return self._job("release_job", {"job_id": job_id, "worker_id": worker_id, "reason": reason})
+        return _one(ExtractionJob, self._rows("release_job", {"job_id": job_id, "worker_id": worker_id,
+                                                              "reason": reason}))
 
     @calls("record_result")
     def record_result(self, document_id: int, text_blob: str, fields_blob: str,
                       worker_id: str | None = None) -> DocumentResult:
         """Records the blobs holding the active job's extracted text and fields."""
-        rows = self._rows("record_result", {"document_id": document_id, "text_blob": text_blob,
-                                            "fields_blob": fields_blob, "worker_id": worker_id})
-        return DocumentResult.from_row(rows[0])
+        return _one(DocumentResult, self._rows("record_result", {
+            "document_id": document_id, "text_blob": text_blob, "fields_blob": fields_blob, "worker_id": worker_id}))
+
+    @calls("finish_job")
+    def finish_job(self, document_id: int, text_blob: str, fields_blob: str, worker_id: str | None = None) -> Document:
+        """record_result and mark_processing_done in one transaction: done exactly with a result."""
+        return _one(Document, self._rows("finish_job", {
+            "document_id": document_id, "text_blob": text_blob, "fields_blob": fields_blob, "worker_id": worker_id}))
+
+    @calls("current_result")
+    def current_result(self, document_id: int) -> DocumentResult | None:
+        """The document's result (its latest done job's), or None when it has none."""
+        return _first(DocumentResult, self._rows("current_result", {"document_id": document_id}))
+
+    @calls("run_maintenance")
+    def run_maintenance(self, check_stuck: bool = True) -> list[MaintenanceAction]:
+        """One maintenance pass (reaper, then check_stuck), unless another session runs one: then
+        a single 'skipped' action."""
+        return _all(MaintenanceAction, self._rows("run_maintenance", {"check_stuck": check_stuck}))
 
     # --- operations (the functions behind the stuck and count views) ------------------------
 
     @calls("check_stuck")
     def check_stuck(self) -> list[StuckDocument]:
         """Documents newly stuck past their SLA, each alerted once on docstatus_alerts."""
-        return [StuckDocument.from_row(row) for row in self._rows("check_stuck")]
+        return _all(StuckDocument, self._rows("check_stuck"))
 
     @calls("fold_status_counters")
     def fold_status_counters(self) -> int:
         """Folds finished transactions' events into the status counters; how many it folded."""
-        return self._rows("fold_status_counters")[0][0]
+        return _scalar(self._rows("fold_status_counters"))
 
     @calls("status_counters_folded_below")
     def status_counters_folded_below(self) -> int:
         """The transaction id below which every event is already in the status counters."""
-        return self._rows("status_counters_folded_below")[0][0]
+        return _scalar(self._rows("status_counters_folded_below"))
 
     @calls("normalise_error")
     def normalise_error(self, message: str | None) -> str | None:
         """An error message with its variable parts replaced, as failure_summary groups it."""
-        return self._rows("normalise_error", {"message": message})[0][0]
+        return _scalar(self._rows("normalise_error", {"message": message}))
+
+    # --- the operations views ---------------------------------------------------------------
+
+    def status_counts(self) -> list[StatusCount]:
+        """``docstatus.status_counts``: per kind, document statuses in document_states order."""
+        return _all(StatusCount, self._rows("status_counts"))
+
+    def document_overview(self, document_id: int) -> DocumentOverview | None:
+        """The document's row of ``docstatus.document_overview``, or None when there is no such id."""
+        return _first(DocumentOverview, self._rows("document_overview", {"document_id": document_id}))
+
+    def stuck_documents(self) -> list[StuckDocument]:
+        """``docstatus.stuck_documents``, longest stuck first."""
+        return _all(StuckDocument, self._rows("stuck_documents"))
+
+    def stuck_alerts(self) -> list[StuckAlert]:
+        """When ``check_stuck`` alerted on the stays stuck now (one not alerted yet has no row)."""
+        return _all(StuckAlert, self._rows("stuck_alerts"))
+
+    def stuck_counts_by_state(self) -> dict[str, int]:
+        """How many documents are stuck in each state of ``stage_slas``, zeros included."""
+        return {state: count for state, count in self._rows("stuck_counts_by_state")}
+
+    def failure_summary(self, limit: int | None = None) -> list[FailurePattern]:
+        """``docstatus.failure_summary``: failed jobs by error pattern, most failures first."""
+        return _all(FailurePattern, self._rows("failure_summary", {"limit": limit}))
+
+    def recent_jobs(self, status: str | None = None, since: datetime | None = None,
+                    limit: int = DEFAULT_JOBS_LIMIT) -> list[JobOverview]:
+        """The latest jobs, newest first: of one status, created or ended since a time."""
+        return _all(JobOverview, self._rows("recent_jobs", {"status": status, "since": since, "limit": limit}))
+
+    def documents_awaiting_validation(self, limit: int = DEFAULT_VALIDATION_LIMIT, *, container: str | None = None,
+                                      older_than: timedelta = timedelta(0)) -> list[Document]:
+        """'not ready' documents (of one container; unchanged for ``older_than``), oldest first."""
+        return _all(Document, self._rows("documents_awaiting_validation", {
+            "limit": limit, "container": container, "older_than": older_than}))
+
+    def document_states(self) -> list[DocumentStateInfo]:
+        """``docstatus.document_states``, in display order."""
+        return _all(DocumentStateInfo, self._rows("document_states"))
+
+    def retry_candidates(self, document_ids: list[int]) -> list[RetryCandidate]:
+        """The named documents (the unknown ones left out), with whether they ever had a job."""
+        return _all(RetryCandidate, self._rows("retry_candidates", {"document_ids": document_ids}))
+
+    def failed_retry_candidates(self, error_like: str | None = None) -> list[RetryCandidate]:
+        """Failed documents whose error matches ``error_like`` (ILIKE, or its normalised form)."""
+        return _all(RetryCandidate, self._rows("failed_retry_candidates", {"error_like": error_like}))
+
+    def stage_snapshot(self, stages: list[str]) -> tuple[Cursor, list[StageEntry]]:
+        """In one snapshot: the event cursor of "from now on" and the documents in ``stages``."""
+        rows = self._rows("stage_snapshot", {"stages": stages})
+        return _stage_snapshot(rows)
 
     # --- read helpers -----------------------------------------------------------------------
 
     def get_document(self, document_id: int) -> Document | None:
         """The document, or None when there is no such id."""
-        rows = self._rows("get_document", {"document_id": document_id})
-        return Document.from_row(rows[0]) if rows else None
+        return _first(Document, self._rows("get_document", {"document_id": document_id}))
 
     def list_jobs(self, document_id: int) -> list[ExtractionJob]:
         """Every extraction job of a document, by attempt."""
-        return [ExtractionJob.from_row(row) for row in self._rows("list_jobs", {"document_id": document_id})]
+        return _all(ExtractionJob, self._rows("list_jobs", {"document_id": document_id}))
 
     def history(self, document_id: int) -> list[StatusEvent]:
         """Every status change of a document and of its jobs, in the order they happened."""
-        return [StatusEvent.from_row(row) for row in self._rows("history", {"document_id": document_id})]
+        return _all(StatusEvent, self._rows("history", {"document_id": document_id}))
 
 
 def _fetch(conn: psycopg.Connection, query: str, params: dict[str, Any] | None) -> list[tuple]:
@@ -288,175 +381,26 @@ def _fetch(conn: psycopg.Connection, query: str, params: dict[str, Any] | None) 
         return cursor.fetchall()
 
 
-class AsyncClient:
-    """The async mirror of ``Client``, over ``psycopg.AsyncConnection`` or
-    ``psycopg_pool.AsyncConnectionPool``, with the same transaction rules."""
-
-    def __init__(self, conn_or_pool: psycopg.AsyncConnection | psycopg_pool.AsyncConnectionPool) -> None:
-        if isinstance(conn_or_pool, psycopg_pool.AsyncConnectionPool):
-            self._pool: psycopg_pool.AsyncConnectionPool | None = conn_or_pool
-            self._conn: psycopg.AsyncConnection | None = None
-        elif isinstance(conn_or_pool, psycopg.AsyncConnection):
-            self._pool = None
-            self._conn = conn_or_pool
-        else:
-            raise TypeError(
-                "AsyncClient needs a psycopg.AsyncConnection or a psycopg_pool.AsyncConnectionPool, "
-                f"not {type(conn_or_pool).__name__}"
-            )
-        self._owns_connection = False
-
-    @classmethod
-    async def connect(cls, conninfo: str = "", **kwargs: Any) -> AsyncClient:
-        """A client over a new autocommit connection (``kwargs`` go to ``AsyncConnection.connect``)."""
-        kwargs.setdefault("autocommit", True)
-        client = cls(await psycopg.AsyncConnection.connect(conninfo, **kwargs))
-        client._owns_connection = True
-        return client
-
-    async def close(self) -> None:
-        if self._owns_connection and self._conn is not None:
-            await self._conn.close()
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def _rows(self, query_name: str, params: dict[str, Any] | None = None) -> list[tuple]:
-        query = load_query(query_name)
-        try:
-            if self._pool is not None:
-                async with self._pool.connection() as conn:
-                    return await _fetch_async(conn, query, params)
-            conn = self._conn
-            if conn.autocommit or conn.info.transaction_status != _IDLE:  # type: ignore[union-attr]
-                return await _fetch_async(conn, query, params)  # type: ignore[arg-type]
-            async with conn.transaction():  # type: ignore[union-attr]
-                return await _fetch_async(conn, query, params)  # type: ignore[arg-type]
-        except psycopg.Error as exc:
-            error = translate(exc)
-            if error is None:
-                raise
-            raise error from exc
-
-    async def _document(self, query_name: str, params: dict[str, Any]) -> Document:
-        return Document.from_row((await self._rows(query_name, params))[0])
-
-    async def _job(self, query_name: str, params: dict[str, Any]) -> ExtractionJob:
-        return ExtractionJob.from_row((await self._rows(query_name, params))[0])
-
-    # The methods below mirror Client's one for one; see their docstrings there.
-
-    @calls("register_document")
-    async def register_document(self, blob_container: str, blob_name: str, filename: str,
-                                mime_type: str | None = None, size_bytes: int | None = None) -> Document:
-        return await self._document("register_document", {
-            "blob_container": blob_container, "blob_name": blob_name, "filename": filename,
-            "mime_type": mime_type, "size_bytes": size_bytes})
-
-    @calls("validate_document")
-    async def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None,
-                                reason: str | None = None) -> Document:
-        return await self._document("validate_document", {
-            "document_id": document_id, "blob_retrievable": blob_retrievable, "mime_type": mime_type,
-            "reason": reason})
-
-    @calls("create_extraction_job")
-    async def create_extraction_job(self, document_id: int, idempotency_key: str | None = None) -> ExtractionJob:
-        return await self._job("create_extraction_job", {"document_id": document_id, "idempotency_key": idempotency_key})
-
-    @calls("claim_extraction_job")
-    async def claim_extraction_job(self, worker_id: str, lease: timedelta = DEFAULT_LEASE) -> ExtractionJob | None:
-        rows = await self._rows("claim_extraction_job", {"worker_id": worker_id, "lease": lease})
-        return ExtractionJob.from_row(rows[0]) if rows else None
-
-    @calls("heartbeat_job")
-    async def heartbeat_job(self, job_id: int, worker_id: str, lease: timedelta = DEFAULT_LEASE) -> bool:
-        return (await self._rows("heartbeat_job", {"job_id": job_id, "worker_id": worker_id, "lease": lease}))[0][0]
-
-    @calls("mark_ocr_running")
-    async def mark_ocr_running(self, document_id: int, worker_id: str | None = None) -> Document:
-        return await self._document("mark_ocr_running", {"document_id": document_id, "worker_id": worker_id})
-
-    @calls("mark_llm_running")
-    async def mark_llm_running(self, document_id: int, worker_id: str | None = None) -> Document:
-        return await self._document("mark_llm_running", {"document_id": document_id, "worker_id": worker_id})
-
-    @calls("mark_processing_done")
-    async def mark_processing_done(self, document_id: int, worker_id: str | None = None) -> Document:
-        return await self._document("mark_processing_done", {"document_id": document_id, "worker_id": worker_id})
-
-    @calls("mark_processing_failed")
-    async def mark_processing_failed(self, document_id: int, error_message: str,
-                                     worker_id: str | None = None) -> Document:
-        return await self._document("mark_processing_failed", {
-            "document_id": document_id, "error_message": error_message, "worker_id": worker_id})
-
-    @calls("retry_document")
-    async def retry_document(self, document_id: int, idempotency_key: str | None = None) -> ExtractionJob:
-        return await self._job("retry_document", {"document_id": document_id, "idempotency_key": idempotency_key})
-
-    @calls("reap_expired_jobs")
-    async def reap_expired_jobs(self) -> list[ExtractionJob]:
-        return [ExtractionJob.from_row(row) for row in await self._rows("reap_expired_jobs")]
-
-    @calls("events_after")
-    async def events_after(self, after_tx: int = 0, after_id: int = 0,
-                           limit: int = DEFAULT_EVENTS_LIMIT) -> list[StatusEvent]:
-        rows = await self._rows("events_after", {"after_tx": after_tx, "after_id": after_id, "limit": limit})
-        return [StatusEvent.from_row(row) for row in rows]
-
-    @calls("event_delivery_delay")
-    async def event_delivery(self) -> EventDelivery:
-        return EventDelivery.from_row((await self._rows("event_delivery"))[0])
-
-    @calls("mark_attempt_failed")
-    async def mark_attempt_failed(self, document_id: int, error_message: str,
-                                  worker_id: str | None = None) -> Document:
-        return await self._document("mark_attempt_failed", {
-            "document_id": document_id, "error_message": error_message, "worker_id": worker_id})
-
-    @calls("release_job")
-    async def release_job(self, job_id: int, worker_id: str, reason: str = "shutting down") -> ExtractionJob:
-        return await self._job("release_job", {"job_id": job_id, "worker_id": worker_id, "reason": reason})
-
-    @calls("record_result")
-    async def record_result(self, document_id: int, text_blob: str, fields_blob: str,
-                            worker_id: str | None = None) -> DocumentResult:
-        rows = await self._rows("record_result", {"document_id": document_id, "text_blob": text_blob,
-                                                  "fields_blob": fields_blob, "worker_id": worker_id})
-        return DocumentResult.from_row(rows[0])
-
-    @calls("check_stuck")
-    async def check_stuck(self) -> list[StuckDocument]:
-        return [StuckDocument.from_row(row) for row in await self._rows("check_stuck")]
-
-    @calls("fold_status_counters")
-    async def fold_status_counters(self) -> int:
-        return (await self._rows("fold_status_counters"))[0][0]
-
-    @calls("status_counters_folded_below")
-    async def status_counters_folded_below(self) -> int:
-        return (await self._rows("status_counters_folded_below"))[0][0]
-
-    @calls("normalise_error")
-    async def normalise_error(self, message: str | None) -> str | None:
-        return (await self._rows("normalise_error", {"message": message}))[0][0]
-
-    async def get_document(self, document_id: int) -> Document | None:
-        rows = await self._rows("get_document", {"document_id": document_id})
-        return Document.from_row(rows[0]) if rows else None
-
-    async def list_jobs(self, document_id: int) -> list[ExtractionJob]:
-        return [ExtractionJob.from_row(row) for row in await self._rows("list_jobs", {"document_id": document_id})]
-
-    async def history(self, document_id: int) -> list[StatusEvent]:
-        return [StatusEvent.from_row(row) for row in await self._rows("history", {"document_id": document_id})]
+# Rows to results, shared with AsyncClient.
 
 
-async def _fetch_async(conn: psycopg.AsyncConnection, query: str, params: dict[str, Any] | None) -> list[tuple]:
-    async with conn.cursor(row_factory=tuple_row) as cursor:
-        await cursor.execute(query, params)  # type: ignore[arg-type]
-        return await cursor.fetchall()
+def _one(model: Any, rows: list[tuple]) -> Any:
+    return model.from_row(rows[0])
+
+
+def _first(model: Any, rows: list[tuple]) -> Any:
+    return model.from_row(rows[0]) if rows else None
+
+
+def _all(model: Any, rows: list[tuple]) -> list[Any]:
+    return [model.from_row(row) for row in rows]
+
+
+def _scalar(rows: list[tuple]) -> Any:
+    return rows[0][0]
+
+
+def _stage_snapshot(rows: list[tuple]) -> tuple[Cursor, list[StageEntry]]:
+    entries = [StageEntry(document_id, ProcessingStatus(status), entered_at)
+               for _, document_id, status, entered_at in rows if document_id is not None]
+    return Cursor(rows[0][0], 0), entries

@@ -41,6 +41,18 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class DocumentState(enum.StrEnum):
+    """A row of ``docstatus.document_states``: the name of one of the six pairs of statuses, in
+    display order (a test holds the two equal)."""
+
+    UPLOADED = "uploaded"
+    QUEUED = "queued"
+    OCR_RUNNING = "ocr running"
+    LLM_RUNNING = "llm running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
 class EventKind(enum.StrEnum):
     """``status_events.kind``: which status moved."""
 
@@ -209,3 +221,212 @@ class DocumentResult:
     @classmethod
     def from_row(cls, row: tuple) -> DocumentResult:
         return cls(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentStateInfo:
+    """A row of ``docstatus.document_states``: a state, the two statuses that spell it, whether
+    it is final, and where it comes when states are listed."""
+
+    state: DocumentState
+    text_extraction_status: TextExtractionStatus
+    processing_status: ProcessingStatus
+    final: bool
+    display_order: int
+
+    @classmethod
+    def from_row(cls, row: tuple) -> DocumentStateInfo:
+        return cls(DocumentState(row[0]), TextExtractionStatus(row[1]), ProcessingStatus(row[2]), row[3], row[4])
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A row of ``docstatus.claim_jobs`` (type ``docstatus.claimed_job``): a job and its document."""
+
+    job_id: int
+    document_id: int
+    job_status: JobStatus
+    attempt: int
+    idempotency_key: str | None
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    job_created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error_message: str | None
+    not_before: datetime
+    released: bool
+    blob_container: str
+    blob_name: str
+    filename: str
+    mime_type: str | None
+    size_bytes: int | None
+    text_extraction_status: TextExtractionStatus
+    processing_status: ProcessingStatus
+    status_reason: str | None
+    document_created_at: datetime
+    document_updated_at: datetime
+    status_entered_at: datetime
+
+    @classmethod
+    def from_row(cls, row: tuple) -> ClaimedJob:
+        return cls(row[0], row[1], JobStatus(row[2]), *row[3:18], TextExtractionStatus(row[18]),
+                   ProcessingStatus(row[19]), *row[20:24])
+
+    @property
+    def job(self) -> ExtractionJob:
+        return ExtractionJob(
+            self.job_id, self.document_id, self.job_status, self.attempt, self.idempotency_key, self.worker_id,
+            self.lease_expires_at, self.job_created_at, self.started_at, self.completed_at, self.error_message,
+            self.not_before, self.released)
+
+    @property
+    def document(self) -> Document:
+        return Document(
+            self.document_id, self.blob_container, self.blob_name, self.filename, self.mime_type, self.size_bytes,
+            self.text_extraction_status, self.processing_status, self.status_reason, self.document_created_at,
+            self.document_updated_at, self.status_entered_at)
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceAction:
+    """A row of ``docstatus.run_maintenance`` (type ``docstatus.maintenance_action``)."""
+
+    action: str  # 'reaped', 'stuck', 'skipped', 'stuck check failed'
+    job_id: int | None
+    document_id: int | None
+    attempt: int | None
+    worker_id: str | None
+    error_message: str | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> MaintenanceAction:
+        return cls(*row)
+
+
+# --- the operations views -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    """A row of ``docstatus.status_counts``: how many documents (or jobs) have one status."""
+
+    kind: EventKind
+    status: str
+    count: int
+
+    @classmethod
+    def from_row(cls, row: tuple) -> StatusCount:
+        return cls(EventKind(row[0]), row[1], row[2])
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentOverview:
+    """A row of ``docstatus.document_overview``: a document, its state, current job, last error."""
+
+    document_id: int
+    blob_container: str
+    blob_name: str
+    filename: str
+    mime_type: str | None
+    size_bytes: int | None
+    state: DocumentState
+    text_extraction_status: TextExtractionStatus
+    processing_status: ProcessingStatus
+    status_entered_at: datetime
+    in_status_for: timedelta
+    status_reason: str | None
+    job_id: int | None
+    job_status: JobStatus | None
+    attempt: int | None
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: tuple) -> DocumentOverview:
+        return cls(*row[0:6], DocumentState(row[6]), TextExtractionStatus(row[7]), ProcessingStatus(row[8]),
+                   *row[9:13], None if row[13] is None else JobStatus(row[13]), *row[14:20])
+
+
+@dataclass(frozen=True, slots=True)
+class StuckAlert:
+    """A row of ``docstatus.stuck_alerts``: when check_stuck alerted on one stuck stay."""
+
+    document_id: int
+    status_entered_at: datetime
+    state: str
+    sla: timedelta
+    alerted_at: datetime
+
+    @classmethod
+    def from_row(cls, row: tuple) -> StuckAlert:
+        return cls(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePattern:
+    """A row of ``docstatus.failure_summary``: failed jobs whose errors normalise alike."""
+
+    error_pattern: str | None
+    failures: int
+    documents: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    example_error: str | None
+    example_document_ids: list[int]
+
+    @classmethod
+    def from_row(cls, row: tuple) -> FailurePattern:
+        return cls(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOverview:
+    """A job with its document's filename and how long it ran (so far), as ``recent_jobs`` lists it."""
+
+    job_id: int
+    document_id: int
+    filename: str
+    status: JobStatus
+    attempt: int
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    released: bool
+    created_at: datetime
+    not_before: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    ran_for: timedelta | None
+    error_message: str | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> JobOverview:
+        return cls(row[0], row[1], row[2], JobStatus(row[3]), *row[4:14])
+
+
+@dataclass(frozen=True, slots=True)
+class RetryCandidate:
+    """A document ``docstatus retry`` may act on: its status and whether it ever had a job
+    (a failed one that never had a job failed validation: it is validated again instead)."""
+
+    document_id: int
+    text_extraction_status: TextExtractionStatus
+    had_job: bool
+    status_reason: str | None
+    blob_container: str
+
+    @classmethod
+    def from_row(cls, row: tuple) -> RetryCandidate:
+        return cls(row[0], TextExtractionStatus(row[1]), *row[2:5])
+
+
+@dataclass(frozen=True, slots=True)
+class StageEntry:
+    """A document in a pipeline stage and when it entered it (for stage-duration metrics)."""
+
+    document_id: int
+    processing_status: ProcessingStatus
+    status_entered_at: datetime

@@ -12,7 +12,7 @@ import click
 import psycopg
 
 from docstatus import database_files, migrations
-from docstatus.cli import dsn_option
+from docstatus.options import dsn_option
 
 
 @click.command()

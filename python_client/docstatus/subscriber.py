@@ -64,24 +64,15 @@ import psycopg.conninfo
 from psycopg import sql
 
 from docstatus.client import DEFAULT_EVENTS_LIMIT, load_query
+from docstatus.listener import ALERTS_CHANNEL, CONNECT_DEFAULTS, EVENTS_CHANNEL
 from docstatus.models import Cursor, EventKind, StatusEvent
 
 __all__ = ["ALERTS_CHANNEL", "EVENTS_CHANNEL", "Subscriber"]
 
-EVENTS_CHANNEL = "docstatus_events"
-ALERTS_CHANNEL = "docstatus_alerts"
-
 log = logging.getLogger("docstatus.subscriber")
 
-# libpq settings that make a dead peer visible to the kernel, unless the caller chose otherwise.
-_CONNECT_DEFAULTS = {
-    "application_name": "docstatus-subscriber",
-    "connect_timeout": 10,
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-}
+# The listener's keepalives (docstatus.listener), unless the caller chose otherwise.
+_CONNECT_DEFAULTS = {"application_name": "docstatus-subscriber", **CONNECT_DEFAULTS}
 
 # A connection that lived this long counts as healthy: the next loss reconnects at once.
 _STABLE_AFTER = 1.0
@@ -368,9 +359,9 @@ class Subscriber:
                 conn.close()
                 raise _ConnectionLost("stopping")
             self._conn = conn
-        listen = load_query("subscriber_listen")
         for channel in (*self._listen_channels, self._probe_channel):
-            self._run(sql.SQL(listen).format(channel=sql.Identifier(channel)), None, f"LISTEN {channel}")  # type: ignore[arg-type]
+            # LISTEN takes no parameter: the name goes in as an identifier.
+            self._run(sql.SQL("LISTEN {}").format(sql.Identifier(channel)), None, f"LISTEN {channel}")  # type: ignore[arg-type]
         if self._cursor is None:
             ((xmin,),) = self._run(load_query("subscriber_start_cursor"), None, "reading the start cursor")
             self._cursor = Cursor(xmin, 0)
@@ -444,7 +435,7 @@ class Subscriber:
         self._probe_token = uuid.uuid4().hex
         self._probe_answered = False
         deadline = time.monotonic() + self._probe_timeout
-        self._run(load_query("subscriber_probe"), {"channel": self._probe_channel, "token": self._probe_token},
+        self._run(load_query("listener_probe"), {"channel": self._probe_channel, "token": self._probe_token},
                   reason, timeout=self._probe_timeout)
         while not self._probe_answered:
             remaining = deadline - time.monotonic()

@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from docstatus import Client
-from docstatus.ports import free_port
+from docstatus.dev.ports import free_port
 from docstatus.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from docstatus import Client
-from docstatus.azurite import Azurite, AzuriteError, find_azurite_blob
-from docstatus.ops.db import EXIT_SOME_NOT_DONE
+from docstatus.dev.azurite import Azurite, AzuriteError, find_azurite_blob
+from docstatus.options import EXIT_SOME_NOT_DONE
 
 from .conftest import LLM_ERROR, closed_port
 

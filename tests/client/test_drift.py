@@ -11,7 +11,10 @@ from docstatus import (
     Client, Document, EventDelivery, EventKind, ExtractionJob, JobStatus, ProcessingStatus, StatusEvent,
     TextExtractionStatus,
 )
-from docstatus.models import DocumentResult, StuckDocument
+from docstatus.models import (
+    ClaimedJob, DocumentOverview, DocumentResult, DocumentState, DocumentStateInfo, FailurePattern, MaintenanceAction,
+    StatusCount, StuckAlert, StuckDocument,
+)
 
 ENUM_OF_COLUMN = {
     ("documents", "text_extraction_status"): TextExtractionStatus,
@@ -98,10 +101,23 @@ def test_client_parameters_mirror_sql_names_and_defaults(conn):
 @pytest.mark.parametrize("model, relation", [
     (Document, "documents"), (ExtractionJob, "extraction_jobs"), (StatusEvent, "status_events"),
     (EventDelivery, "event_delivery"), (StuckDocument, "stuck_documents"),
-    (DocumentResult, "document_results"),
+    (DocumentResult, "document_results"), (StatusCount, "status_counts"), (DocumentOverview, "document_overview"),
+    (FailurePattern, "failure_summary"), (StuckAlert, "stuck_alerts"), (DocumentStateInfo, "document_states"),
+    (ClaimedJob, "claimed_job"), (MaintenanceAction, "maintenance_action"),
 ])
 def test_models_have_exactly_the_columns(conn, model, relation):
     columns = [row[0] for row in conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
         " ORDER BY attnum", (f"docstatus.{relation}",))]
     assert [field.name for field in dataclasses.fields(model)] == columns
+
+
+def test_document_state_enum_equals_document_states_in_display_order(conn):
+    states = [row[0] for row in conn.execute("SELECT state FROM docstatus.document_states ORDER BY display_order")]
+    assert states == [member.value for member in DocumentState]
+
+
+def test_document_states_spell_the_status_enums(conn):
+    rows = conn.execute("SELECT text_extraction_status, processing_status FROM docstatus.document_states").fetchall()
+    assert {text for text, _ in rows} == {member.value for member in TextExtractionStatus}
+    assert {processing for _, processing in rows} == {member.value for member in ProcessingStatus}

@@ -24,7 +24,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from psycopg_pool import ConnectionPool
 
-from docstatus.azurite import Azurite
+from docstatus.dev.azurite import Azurite
 from docstatus.dms import DocumentStore
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from docstatus.azurite import Azurite
+from docstatus.dev.azurite import Azurite
 from docstatus.dms import DocumentStore
 from docstatus.pipeline import Worker
 from psycopg_pool import ConnectionPool

@@ -8,8 +8,8 @@ import shutil
 
 import psycopg
 import pytest
-from docstatus import demo
-from docstatus.embedded import LocalPostgres, find_bindir
+from docstatus.dev import demo
+from docstatus.dev.embedded import LocalPostgres, find_bindir
 
 
 def test_demo_on_configured_services_ends_every_document_and_stops_nothing(empty_db_dsn, azurite, tmp_path,

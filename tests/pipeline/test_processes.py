@@ -7,7 +7,7 @@ import signal
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from docstatus.ports import free_port
+from docstatus.dev.ports import free_port
 
 from .conftest import DATA
 from .processes import WorkerProcess

@@ -17,7 +17,7 @@ from docstatus.pipeline import (
     error_message,
     get_result,
 )
-from docstatus.pipeline.db import PipelineDatabase
+from docstatus import Client
 
 from .chat_server import ChatServer
 from .conftest import DATA
@@ -219,12 +219,12 @@ def test_chat_completions_llm_end_to_end(make_worker, upload, db_dsn, conn, db_p
 
 
 def test_maintenance_runs_in_one_worker_at_a_time(db_pool, connect, conn):
-    database = PipelineDatabase(db_pool)
+    client = Client(db_pool)
     other_worker = connect()
     other_worker.execute("SELECT pg_try_advisory_xact_lock(hashtextextended('docstatus.worker.maintenance', 0))")
-    assert database.maintain(check_stuck=True) is None  # the other one is at it
+    assert [action.action for action in client.run_maintenance(check_stuck=True)] == ["skipped"]  # the other's at it
     other_worker.rollback()
-    assert database.maintain(check_stuck=True) == ([], 0)
+    assert client.run_maintenance(check_stuck=True) == []
 
 
 def test_get_result_of_a_document_without_one(upload, db_pool, store):
@@ -239,10 +239,9 @@ def test_a_kept_connection_of_a_non_autocommit_pool_commits_each_call(db_dsn, co
     conn.execute("SELECT docstatus.validate_document(d.id, true, 'text/plain')"
                  " FROM docstatus.register_document('c', 'kept', 'kept.txt') AS d")
     with ConnectionPool(db_dsn, min_size=1, max_size=2, open=True) as pool:  # autocommit off
-        database = PipelineDatabase(pool)
         with pool.connection() as kept:
-            claimed = database.claim("kept-worker", timedelta(seconds=30), kept)
-            assert claimed is not None
+            claimed = Client(kept).claim_jobs("kept-worker", timedelta(seconds=30), start_ocr=True)
+            assert len(claimed) == 1
             assert kept.info.transaction_status == pq.TransactionStatus.IDLE
             held = conn.execute("SELECT worker_id FROM docstatus.extraction_jobs").fetchone()[0]
             assert held == "kept-worker"  # committed: another connection sees the claim

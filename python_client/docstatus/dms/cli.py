@@ -12,11 +12,11 @@ from pathlib import Path
 
 import click
 
-from docstatus.dms.config import CONNECTION_STRING_ENV, CONTAINER_ENV, DEFAULT_CONTAINER, DSN_ENV
+from docstatus.dms.config import CONTAINER_ENV, DEFAULT_CONTAINER
+from docstatus.options import EXIT_SOME_NOT_DONE, blob_connection_string_option, dsn_option
 
-# Exit status when a file failed (click uses 1 for ClickException and 2 for bad usage), so a
-# script tells "some documents failed" from "could not run at all".
-EXIT_SOME_FAILED = 3
+# Exit status when a file failed, so a script tells "some documents failed" from "could not run".
+EXIT_SOME_FAILED = EXIT_SOME_NOT_DONE
 # Rejected, not retrievable (still 'not ready' after validation), or an error before the database
 # decided. A re-uploaded document that is already further along ('ready', 'in progress',
 # 'completed') is fine.
@@ -28,13 +28,12 @@ FAILED_STATUSES = ("failed", "not ready", "error")
                 type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
 @click.option("--container", envvar=CONTAINER_ENV, default=DEFAULT_CONTAINER, show_default=True,
               show_envvar=True, help="Blob container the documents go to (created if missing).")
-@click.option("--dsn", envvar=DSN_ENV, default="", show_envvar=True,
-              help="libpq connection string or postgresql:// URL (empty: libpq defaults, PGHOST etc.).")
-@click.option("--connection-string", envvar=CONNECTION_STRING_ENV, default=None, show_envvar=True,
-              help="Azure Storage connection string (default: Azurite on 127.0.0.1:10000).")
+@dsn_option
+@blob_connection_string_option
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Files uploaded at the same time.")
-def upload(files: tuple[Path, ...], container: str, dsn: str, connection_string: str | None, jobs: int) -> None:
+def upload(files: tuple[Path, ...], container: str, dsn: str, blob_connection_string: str | None,
+           jobs: int) -> None:
     """Upload FILES, validate them, and print each document's id, status and reason.
 
     Exits with status 3 when any file failed: rejected, still 'not ready' (blob store
@@ -53,7 +52,7 @@ def upload(files: tuple[Path, ...], container: str, dsn: str, connection_string:
     pool = ConnectionPool(dsn, min_size=1, max_size=jobs, kwargs={"autocommit": True}, open=True)
     try:
         try:
-            store = DocumentStore(pool, connection_string, container)
+            store = DocumentStore(pool, blob_connection_string, container)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
         with store:

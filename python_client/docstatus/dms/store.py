@@ -8,15 +8,14 @@ The second read uploads, either in one request (small documents) or as staged bl
 bytes changed between the two reads, the block list is never committed and the blob never
 appears. Memory stays at about ``(max_concurrency + 1) * chunk_size`` whatever the file size.
 
-Validation: the blob must exist, have the registered size and yield its first bytes; the
-MIME type comes from those bytes (libmagic). ``docstatus.validate_document`` then decides in
-the database (allowlist, empty, too large). A blob store that cannot be reached leaves the
+Validation: the blob must exist and yield its first bytes; the MIME type comes from those bytes
+(libmagic). ``docstatus.validate_document`` then decides in the database, given the blob's size
+as read (a size other than the registered one: not retrievable), the allowlist, empty, too large. A blob store that cannot be reached leaves the
 document 'not ready' with its reason; ``revalidate_pending`` tries those again.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import logging
@@ -30,23 +29,19 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import timedelta
-from importlib import resources
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Union
+from typing import IO, NamedTuple, Union
 
 import psycopg
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
-from psycopg import pq
-from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
 from docstatus.client import Client
 from docstatus.dms.config import DEFAULT_CONTAINER, StoreConfig
 from docstatus.dms.detect import HEAD_BYTES, detect_mime_type
 from docstatus.dms.naming import blob_name, normalise_filename
-from docstatus.errors import NotFound, translated
-from docstatus.models import Document, ExtractionJob
+from docstatus.models import Document, ExtractionJob, TextExtractionStatus
 
 log = logging.getLogger("docstatus.dms")
 
@@ -62,6 +57,14 @@ class Upload(NamedTuple):
 
     document: Document
     job: ExtractionJob | None
+
+
+class _Blob(NamedTuple):
+    """What validation read of a blob: its size, the MIME type of its head, or why it failed."""
+
+    size: int | None
+    mime_type: str | None
+    problem: str | None
 
 
 class SourceChangedError(RuntimeError):
@@ -243,34 +246,33 @@ class DocumentStore:
 
     def validate(self, document_id: int) -> Document:
         """Checks the document's blob and lets ``docstatus.validate_document`` decide."""
-        document = self._client.get_document(document_id)
-        if document is None:
-            raise NotFound(f"unknown document {document_id}", sqlstate="DS002",
-                           detail={"document_id": document_id})
-        return self._validate(document)
+        return self._validate(self._client.require_document(document_id))  # NotFound (DS002)
 
     def _validate(self, document: Document) -> Document:
-        mime_type, problem = self._inspect(document)
-        if problem is not None:
+        blob = self._inspect(document)
+        if blob.problem is not None:
             log.warning("document %s: blob %s/%s not retrievable: %s",
-                        document.id, document.blob_container, document.blob_name, problem)
-        return self._client.validate_document(document.id, problem is None, mime_type, reason=problem)
+                        document.id, document.blob_container, document.blob_name, blob.problem)
+        validated = self._client.validate_document(document.id, blob.problem is None, blob.mime_type,
+                                                   reason=blob.problem, blob_size=blob.size)
+        if blob.problem is None and validated.text_extraction_status == TextExtractionStatus.NOT_READY:
+            log.warning("document %s: blob %s/%s not retrievable: %s", document.id, document.blob_container,
+                        document.blob_name, validated.status_reason)
+        return validated
 
-    def _inspect(self, document: Document) -> tuple[str | None, str | None]:
-        """(detected MIME type, None) for a retrievable blob, else (None, why not)."""
+    def _inspect(self, document: Document) -> _Blob:
+        """What reading the blob's head showed: its size and MIME type, or why it failed."""
         blob = self._service.get_blob_client(document.blob_container, document.blob_name)
         try:
             size, head = _read_head(blob)
         except ResourceNotFoundError:
-            return None, "blob not found"
+            return _Blob(None, None, "blob not found")
         except AzureError as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
-            return None, f"blob store error: {type(exc).__name__}: {first_line}"
-        if document.size_bytes is not None and size != document.size_bytes:
-            return None, f"blob has {size} bytes, the document was registered with {document.size_bytes}"
+            return _Blob(None, None, f"blob store error: {type(exc).__name__}: {first_line}")
         if len(head) != min(HEAD_BYTES, size):
-            return None, f"read {len(head)} of the first {min(HEAD_BYTES, size)} bytes"
-        return detect_mime_type(head), None
+            return _Blob(size, None, f"read {len(head)} of the first {min(HEAD_BYTES, size)} bytes")
+        return _Blob(size, detect_mime_type(head), None)
 
     def revalidate_pending(self, *, older_than: timedelta = timedelta(0), limit: int = 1000) -> list[Document]:
         """Validates again the 'not ready' documents of this store's container; returns them.
@@ -278,26 +280,8 @@ class DocumentStore:
         ``older_than`` skips documents changed more recently (e.g. an upload whose validate
         is still on its way); oldest first, at most ``limit``.
         """
-        document_ids = self._not_ready_document_ids(older_than, limit)
-        return [self.validate(document_id) for document_id in document_ids]
-
-    def _not_ready_document_ids(self, older_than: timedelta, limit: int) -> list[int]:
-        rows = self._rows("not_ready_documents",
-                          {"container": self.container, "older_than": older_than, "limit": limit})
-        return [row[0] for row in rows]
-
-    def _rows(self, query_name: str, params: dict[str, Any]) -> list[tuple]:
-        """Runs ``dms/sql/<query_name>.sql`` the way ``Client`` runs its queries."""
-        query = _load_query(query_name)
-        with translated():
-            if isinstance(self._database, ConnectionPool):
-                with self._database.connection() as connection:
-                    return _fetch(connection, query, params)
-            connection = self._database
-            if connection.autocommit or connection.info.transaction_status != pq.TransactionStatus.IDLE:
-                return _fetch(connection, query, params)
-            with connection.transaction():
-                return _fetch(connection, query, params)
+        waiting = self._client.documents_awaiting_validation(limit, container=self.container, older_than=older_than)
+        return [self.validate(document.id) for document in waiting]
 
     def upload_and_validate(self, source: Source, filename: str | None = None,
                             content_type: str | None = None) -> Upload:
@@ -305,17 +289,6 @@ class DocumentStore:
         document = self._validate(self.upload(source, filename, content_type))
         jobs = self._client.list_jobs(document.id)  # by attempt: the last is the latest
         return Upload(document, jobs[-1] if jobs else None)
-
-
-@functools.cache
-def _load_query(name: str) -> str:
-    return (resources.files("docstatus.dms") / "sql" / f"{name}.sql").read_text(encoding="utf-8")
-
-
-def _fetch(connection: psycopg.Connection, query: str, params: dict[str, Any]) -> list[tuple]:
-    with connection.cursor(row_factory=tuple_row) as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall()
 
 
 # Sources ----------------------------------------------------------------------------------------

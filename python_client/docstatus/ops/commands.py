@@ -6,28 +6,23 @@ on the ``docstatus`` group. Every one takes ``--dsn`` and, when it reads, ``--js
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
 
-from docstatus.cli import dsn_option
 from docstatus.client import Client
-from docstatus.models import JobStatus, ProcessingStatus, TextExtractionStatus
+from docstatus.models import DocumentStateInfo, JobStatus, TextExtractionStatus
 from docstatus.ops import render
-from docstatus.ops.db import DocumentNotFound, fetch, session
-from docstatus.ops.render import Text, json_option
+from docstatus.ops.db import DocumentNotFound, session
+from docstatus.ops.render import Text
 from docstatus.ops.retry import retry
 from docstatus.ops.stopping import stop_signals
 from docstatus.ops.watch import watch
+from docstatus.options import dsn_option, json_option
 
-# Rows of `status`, in lifecycle order rather than alphabetical.
-_STATUS_ORDER = {
-    "text_extraction": [str(status) for status in TextExtractionStatus],
-    "processing": [str(status) for status in ProcessingStatus],
-    "job": [str(status) for status in JobStatus],
-}
 _KIND_TITLES = {"text_extraction": "TEXT EXTRACTION", "processing": "PROCESSING", "job": "JOBS"}
 
 
@@ -43,12 +38,14 @@ def status(dsn: str, as_json: bool) -> None:
     Both status columns of the documents, the jobs, and how many documents are stuck.
     """
     with session(dsn) as conn:
-        rows = fetch(conn, "status_counts")
-        stuck = fetch(conn, "stuck_count")[0]["stuck"]
-    counts: dict[str, dict[str, int]] = {kind: {} for kind in _STATUS_ORDER}
+        client = Client(conn)
+        rows = client.status_counts()
+        stuck = sum(client.stuck_counts_by_state().values())
+        status_order = _status_order(client.document_states())
+    counts: dict[str, dict[str, int]] = {kind: {} for kind in status_order}
     for row in rows:
-        counts.setdefault(row["kind"], {})[row["status"]] = row["count"]
-    for kind, order in _STATUS_ORDER.items():
+        counts.setdefault(str(row.kind), {})[row.status] = row.count
+    for kind, order in status_order.items():
         # Lifecycle order first; a status the database knows and this client does not, after.
         known = {status_name: counts[kind].get(status_name, 0) for status_name in order}
         counts[kind] = known | {name: value for name, value in counts[kind].items() if name not in known}
@@ -76,6 +73,15 @@ def status(dsn: str, as_json: bool) -> None:
         f"{stuck} stuck" + (" (docstatus stuck)" if stuck else ""), style="bold red" if stuck else "green"))
 
 
+def _status_order(states: list[DocumentStateInfo]) -> dict[str, list[str]]:
+    """The rows of `status` in lifecycle order (document_states' display order), not alphabetical."""
+    return {
+        "text_extraction": list(dict.fromkeys(str(state.text_extraction_status) for state in states)),
+        "processing": list(dict.fromkeys(str(state.processing_status) for state in states)),
+        "job": [str(status) for status in JobStatus],
+    }
+
+
 # --- show -----------------------------------------------------------------------------------
 
 
@@ -90,13 +96,13 @@ def show(document_id: int, dsn: str, as_json: bool) -> None:
     how long it waited and ran, and every status change with the time since the one before.
     """
     with session(dsn) as conn:
-        overview = fetch(conn, "document_overview", {"document_id": document_id})
-        if not overview:
-            raise DocumentNotFound(document_id)
         client = Client(conn)
+        overview = client.document_overview(document_id)
+        if overview is None:
+            raise DocumentNotFound(document_id)
         jobs = client.list_jobs(document_id)
         events = client.history(document_id)
-    document = overview[0]
+    document = dataclasses.asdict(overview)
     job_rows = [_job_row(job) for job in jobs]
     event_rows = _timeline(events)
     if as_json:
@@ -220,8 +226,8 @@ def jobs(job_status: str | None, since: datetime | None, limit: int, dsn: str, a
     Attempt, holder and lease, how long each ran (so far), and the error of failed ones.
     """
     with session(dsn) as conn:
-        rows = fetch(conn, "jobs", {"status": job_status.lower() if job_status else None, "since": since,
-                                    "limit": limit})
+        rows = [dataclasses.asdict(job) for job in Client(conn).recent_jobs(
+            job_status.lower() if job_status else None, since, limit)]
     if as_json:
         render.print_json(rows)
         return
@@ -258,10 +264,12 @@ def stuck(check: bool, dsn: str, as_json: bool) -> None:
     active job and its holder, and when check_stuck alerted on it.
     """
     with session(dsn) as conn:
-        newly_alerted = {row.document_id for row in Client(conn).check_stuck()} if check else set()
-        rows = fetch(conn, "stuck_documents")
-    for row in rows:
-        row["newly_alerted"] = row["document_id"] in newly_alerted
+        client = Client(conn)
+        newly_alerted = {row.document_id for row in client.check_stuck()} if check else set()
+        stuck_now = client.stuck_documents()
+        alerted_at = {(alert.document_id, alert.status_entered_at): alert.alerted_at for alert in client.stuck_alerts()}
+    rows = [{**dataclasses.asdict(row), "alerted_at": alerted_at.get((row.document_id, row.status_entered_at)),
+             "newly_alerted": row.document_id in newly_alerted} for row in stuck_now]
     if as_json:
         render.print_json(rows)
         return
@@ -298,7 +306,7 @@ def failures(limit: int, dsn: str, as_json: bool) -> None:
     `docstatus retry --all-failed --error-like PATTERN`.
     """
     with session(dsn) as conn:
-        rows = fetch(conn, "failure_summary")[:limit]
+        rows = [dataclasses.asdict(pattern) for pattern in Client(conn).failure_summary(limit)]
     if as_json:
         render.print_json(rows)
         return

@@ -1,31 +1,24 @@
-"""PostgreSQL for the operations commands: the named queries, one connection, errors as one line.
+"""PostgreSQL for the operations commands: one connection per command, errors as one line.
 
-Queries live in ``docstatus/ops/sql/<name>.sql``; nothing here assembles SQL.
+The commands query through ``docstatus.Client`` over this connection; nothing here holds SQL.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 import psycopg
 import psycopg.conninfo
-from psycopg.rows import dict_row
 
 from docstatus.errors import DocStatusError, NotFound, translate
+from docstatus.options import EXIT_NOT_FOUND
 
 # libpq waits forever for a host that drops packets; a command should say so within seconds.
 CONNECT_TIMEOUT = 10
-
-# Exit statuses beside click's 1 (an error) and 2 (bad usage): an unknown document is a bad
-# argument, so it shares 2; 3 is "ran, but not every document could be acted on", as for upload.
-EXIT_NOT_FOUND = 2
-EXIT_SOME_NOT_DONE = 3
 
 
 class DocumentNotFound(click.ClickException):
@@ -37,19 +30,6 @@ class DocumentNotFound(click.ClickException):
         ids = [document_ids] if isinstance(document_ids, int) else sorted(document_ids)
         noun = "document" if len(ids) == 1 else "documents"
         super().__init__(f"{noun} {', '.join(map(str, ids))} not found")
-
-
-@functools.cache
-def load_query(name: str) -> str:
-    """The text of ``docstatus/ops/sql/<name>.sql``."""
-    return (resources.files("docstatus.ops") / "sql" / f"{name}.sql").read_text(encoding="utf-8")
-
-
-def fetch(conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Runs the named query; its rows as dicts keyed by column name."""
-    with conn.cursor(row_factory=dict_row) as cursor:
-        cursor.execute(load_query(name), params)  # type: ignore[arg-type]
-        return cursor.fetchall()
 
 
 def redact_dsn(dsn: str) -> str:

@@ -44,8 +44,8 @@ from psycopg_pool import ConnectionPool
 
 from docstatus.client import Client
 from docstatus.errors import DocStatusError
-from docstatus.models import Cursor, EventKind, ProcessingStatus, StatusEvent
-from docstatus.ops.db import fetch, one_line
+from docstatus.models import Cursor, EventKind, FailurePattern, ProcessingStatus, StatusEvent
+from docstatus.ops.db import one_line
 
 __all__ = ["DURATION_BUCKETS", "DocstatusCollector", "MetricsServer", "StageDurations", "serve_metrics"]
 
@@ -88,15 +88,11 @@ class StageDurations:
     def started(self) -> bool:
         return self.cursor is not None
 
-    @property
-    def documents_in_stage(self) -> int:
-        return len(self._entered)
-
     def start(self, conn: psycopg.Connection) -> None:
-        rows = fetch(conn, "stage_start", {"stages": list(STAGES)})  # one statement: one snapshot
-        self._entered = {row["document_id"]: (row["processing_status"], row["status_entered_at"])
-                         for row in rows if row["document_id"] is not None}
-        self.cursor = Cursor(rows[0]["cursor_tx_id"], 0)
+        cursor, entries = Client(conn).stage_snapshot(list(STAGES))  # one statement: one snapshot
+        self._entered = {entry.document_id: (str(entry.processing_status), entry.status_entered_at)
+                         for entry in entries}
+        self.cursor = cursor
 
     def advance(self, conn: psycopg.Connection, max_batches: int = MAX_BATCHES_PER_SCRAPE) -> int:
         """Reads and observes the events after the cursor; returns how many it read."""
@@ -146,7 +142,7 @@ class DocstatusCollector(Collector):
         self._failures_every = failures_every
         self._top_error_patterns = top_error_patterns
         self._lock = threading.Lock()
-        self._failures: list[dict[str, Any]] | None = None
+        self._failures: list[FailurePattern] | None = None
         self._failures_read_at = -math.inf
         self.stage_durations = StageDurations()
 
@@ -164,9 +160,10 @@ class DocstatusCollector(Collector):
                 with self._connection() as conn:
                     if not self.stage_durations.started:
                         self.stage_durations.start(conn)
-                    counts = fetch(conn, "status_counts")
-                    stuck_rows = fetch(conn, "stuck_by_state")
-                    failures = self._read_failures(conn)
+                    client = Client(conn)
+                    counts = client.status_counts()
+                    stuck_by_state = client.stuck_counts_by_state()
+                    failures = self._read_failures(client)
                     self.stage_durations.advance(conn)
             except (psycopg.Error, DocStatusError) as exc:  # e.g. down, or a role without the rights
                 log.warning("docstatus metrics: cannot read the database: %s", one_line(str(exc)))
@@ -174,12 +171,12 @@ class DocstatusCollector(Collector):
                 return [up, *self.stage_durations.histogram.collect()]
             up.add_metric([], 1)
             for row in counts:
-                if row["kind"] == "job":
-                    jobs.add_metric([row["status"]], row["count"])
+                if row.kind == EventKind.JOB:
+                    jobs.add_metric([row.status], row.count)
                 else:
-                    documents.add_metric([row["kind"], row["status"]], row["count"])
-            for row in stuck_rows:
-                stuck.add_metric([row["state"]], row["documents"])
+                    documents.add_metric([str(row.kind), row.status], row.count)
+            for state, count in stuck_by_state.items():
+                stuck.add_metric([state], count)
             for pattern, count in self._failures_by_pattern(failures):
                 failed.add_metric([pattern], count)
             return [*families, *self.stage_durations.histogram.collect()]
@@ -202,23 +199,23 @@ class DocstatusCollector(Collector):
 
     # --- reading ------------------------------------------------------------------------------
 
-    def _read_failures(self, conn: psycopg.Connection) -> list[dict[str, Any]]:
+    def _read_failures(self, client: Client) -> list[FailurePattern]:
         now = time.monotonic()
         if self._failures is None or now - self._failures_read_at >= self._failures_every:
-            self._failures = fetch(conn, "failure_summary")
+            self._failures = client.failure_summary()
             self._failures_read_at = now
         return self._failures
 
-    def _failures_by_pattern(self, rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    def _failures_by_pattern(self, rows: list[FailurePattern]) -> list[tuple[str, int]]:
         """The top patterns by failures (the view's order), the rest summed as <other>."""
         result: dict[str, int] = {}
         other = 0
         for row in rows:
-            pattern = (row["error_pattern"] or "")[:MAX_PATTERN_CHARS]
+            pattern = (row.error_pattern or "")[:MAX_PATTERN_CHARS]
             if pattern in result or len(result) < self._top_error_patterns:
-                result[pattern] = result.get(pattern, 0) + row["failures"]
+                result[pattern] = result.get(pattern, 0) + row.failures
             else:
-                other += row["failures"]
+                other += row.failures
         if other:
             result[OTHER_ERRORS] = result.get(OTHER_ERRORS, 0) + other
         return list(result.items())

@@ -31,9 +31,6 @@ _STYLE_OF_STATUS = {
     "not ready": "blue", "uploaded": "blue",
 }
 
-JSON_HELP = "Print JSON for scripts (times in ISO 8601, durations in seconds)."
-json_option = click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-
 
 def console() -> Console:
     """A console on the current stdout (CliRunner swaps it), coloured only on a terminal."""
@@ -71,12 +68,16 @@ def print_renderable(renderable: Any) -> None:
     click.echo("\n".join(lines))
 
 
+def status_style(status: object) -> str:
+    """The rich style of a status (or state) string: the one colour map of human output."""
+    return _STYLE_OF_STATUS.get(str(status), "")
+
+
 def status_text(status: object) -> Text:
     """A status (or state) string in its colour; empty for None."""
     if status is None:
         return Text("")
-    value = str(status)
-    return Text(value, style=_STYLE_OF_STATUS.get(value, ""))
+    return Text(str(status), style=status_style(status))
 
 
 def heading(text: str) -> None:

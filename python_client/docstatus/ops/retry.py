@@ -9,22 +9,22 @@ outage of the store does not move them.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
 import click
 import psycopg
 
-from docstatus.cli import dsn_option
 from docstatus.client import Client
+from docstatus.dms.config import CONNECTION_STRING_ENV
 from docstatus.errors import InvalidTransition, NotFound
-from docstatus.models import TextExtractionStatus
+from docstatus.models import RetryCandidate, TextExtractionStatus
 from docstatus.ops import render
-from docstatus.ops.db import EXIT_SOME_NOT_DONE, DocumentNotFound, fetch, one_line, session
-from docstatus.ops.render import Text, json_option
+from docstatus.ops.db import DocumentNotFound, one_line, session
+from docstatus.ops.render import Text
+from docstatus.options import EXIT_SOME_NOT_DONE, blob_connection_string_option, dsn_option, json_option
 
-# The DMS's setting (docstatus.dms.config), spelled out so that `docstatus --help` loads no Azure code.
-CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 # A store that does not answer within this is reported as unreachable rather than waited for.
 BLOB_STORE_TIMEOUT = 10
 
@@ -36,13 +36,11 @@ BLOB_STORE_TIMEOUT = 10
               help="With --all-failed: only documents whose error matches PATTERN, an SQL ILIKE pattern "
                    "('%timed out%') or a pattern exactly as `docstatus failures` prints it.")
 @click.option("--dry-run", is_flag=True, help="Show what would be done, change nothing.")
-@click.option("--connection-string", envvar=CONNECTION_STRING_ENV, default=None, show_envvar=True,
-              help="Azure Storage connection string, to validate again documents that failed validation "
-                   "(default: Azurite on 127.0.0.1:10000).")
+@blob_connection_string_option
 @dsn_option
 @json_option
 def retry(document_ids: tuple[int, ...], all_failed: bool, error_like: str | None, dry_run: bool,
-          connection_string: str | None, dsn: str, as_json: bool) -> None:
+          blob_connection_string: str | None, dsn: str, as_json: bool) -> None:
     """Queue failed documents again (or validate them again).
 
     DOC... or --all-failed [--error-like PATTERN]. A document that failed during processing
@@ -59,17 +57,17 @@ def retry(document_ids: tuple[int, ...], all_failed: bool, error_like: str | Non
         raise click.UsageError("--error-like goes with --all-failed")
 
     with session(dsn) as conn:
+        client = Client(conn)
         if document_ids:
-            candidates = fetch(conn, "documents_to_retry", {"document_ids": sorted(set(document_ids))})
+            candidates = [_row(candidate) for candidate in client.retry_candidates(sorted(set(document_ids)))]
             missing = set(document_ids) - {row["document_id"] for row in candidates}
             if missing:
                 raise DocumentNotFound(sorted(missing))  # a typo in one id: act on none
         else:
-            candidates = fetch(conn, "failed_documents", {"error_like": error_like})
+            candidates = [_row(candidate) for candidate in client.failed_retry_candidates(error_like)]
 
         outcomes: dict[int, dict[str, Any]] = {}
         to_validate = []
-        client = Client(conn)
         for row in candidates:
             document_id = row["document_id"]
             if row["text_extraction_status"] != TextExtractionStatus.FAILED:
@@ -84,7 +82,7 @@ def retry(document_ids: tuple[int, ...], all_failed: bool, error_like: str | Non
             else:
                 to_validate.append(row)
         if to_validate:
-            for outcome in _validate_again(conn, to_validate, connection_string):
+            for outcome in _validate_again(conn, to_validate, blob_connection_string):
                 outcomes[outcome["document_id"]] = outcome
 
     rows = [outcomes[document_id] for document_id in sorted(outcomes)]
@@ -114,6 +112,10 @@ def _retry(client: Client, row: dict[str, Any]) -> dict[str, Any]:
                     detail=f"was: {row['status_reason']}" if row["status_reason"] else None)
 
 
+def _row(candidate: RetryCandidate) -> dict[str, Any]:
+    return {**dataclasses.asdict(candidate), "text_extraction_status": str(candidate.text_extraction_status)}
+
+
 def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
                     connection_string: str | None) -> list[dict[str, Any]]:
     """Validates documents that failed validation again, container by container, when the blob
@@ -136,7 +138,7 @@ def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
             store.close()
             raise
     except (ImportError, ValueError) as exc:
-        why = f"no usable blob store ({one_line(str(exc))}); set {CONNECTION_STRING_ENV} or --connection-string"
+        why = f"no usable blob store ({one_line(str(exc))}); set {CONNECTION_STRING_ENV} or --blob-connection-string"
         return [_outcome(row, "not validated", False, "failed", detail=why) for row in rows]
 
     endpoint = probe.url.partition("?")[0]  # a SAS token stays out of messages

@@ -10,7 +10,6 @@ one sent while this command was not connected is not shown.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import threading
@@ -20,20 +19,14 @@ from typing import Any
 
 import click
 import psycopg
-from psycopg import sql
 
-from docstatus.cli import dsn_option
-from docstatus.client import load_query
+from docstatus.listener import ALERTS_CHANNEL, EVENTS_CHANNEL, Listener
 from docstatus.models import Cursor, EventKind, StatusEvent
 from docstatus.ops import render
-from docstatus.ops.db import CONNECT_TIMEOUT, one_line, session
-from docstatus.ops.render import json_option
+from docstatus.ops.db import one_line, session
+from docstatus.options import dsn_option, json_option
 from docstatus.ops.stopping import stop_signals
-from docstatus.subscriber import ALERTS_CHANNEL, EVENTS_CHANNEL, Subscriber
-
-log = logging.getLogger("docstatus.watch")
-
-_MAX_RECONNECT_DELAY = 10.0
+from docstatus.subscriber import Subscriber
 
 
 class _Printer:
@@ -114,9 +107,10 @@ def _time_of(text: object) -> str:
 
 
 def _styled(status: object) -> str:
-    colour = {"failed": "red", "done": "green", "completed": "green", "ready": "cyan",
-              "ocr running": "yellow", "llm running": "yellow", "in progress": "yellow"}.get(str(status))
-    return click.style(str(status), fg=colour, bold=status == "failed") if colour else str(status)
+    """The status in render's colour, as click styles a line (watch prints lines, not tables)."""
+    style = render.status_style(status).split()
+    colour = style[-1] if style else None
+    return click.style(str(status), fg=colour, bold="bold" in style) if colour else str(status)
 
 
 def _silence_stdout() -> None:
@@ -129,53 +123,28 @@ def _silence_stdout() -> None:
 
 
 class _StuckHints:
-    """LISTEN docstatus_alerts on a connection of its own, handing stuck alerts to ``on_hint``.
+    """Stuck alerts from a ``docstatus.listener.Listener`` on docstatus_alerts, handed to ``on_hint``.
 
     Failure alerts on the same channel are left to the subscriber, which reads them durably.
-    A lost connection is opened again with backoff; hints sent meanwhile are lost, as hints are.
+    Hints sent while the listener's connection is down are lost, as hints are.
     """
 
     def __init__(self, dsn: str, document_ids: frozenset[int] | None,
                  on_hint: Callable[[dict[str, Any]], None]) -> None:
-        self._dsn = dsn
         self._document_ids = document_ids
         self._on_hint = on_hint
-        self._stop = threading.Event()
-        self.listening = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="docstatus-watch-hints", daemon=True)
+        self._listener = Listener(dsn, (ALERTS_CHANNEL,), self._handle, name="docstatus-watch-hints")
+        self.listening = self._listener.listening
 
     def start(self) -> None:
-        self._thread.start()
+        self._listener.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        self._listener.stop(5)
 
-    def _run(self) -> None:
-        delay = 0.1
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                                     application_name="docstatus-watch-hints") as conn:
-                    conn.execute(sql.SQL(load_query("subscriber_listen")).format(
-                        channel=sql.Identifier(ALERTS_CHANNEL)))
-                    self.listening.set()
-                    delay = 0.1
-                    while not self._stop.is_set():
-                        for notify in conn.notifies(timeout=0.5):
-                            self._handle(notify.payload)
-            except psycopg.OperationalError as exc:
-                self.listening.clear()
-                if self._stop.is_set():
-                    return
-                log.warning("docstatus watch: stuck hints not listened to (%s); trying again in %.1f s",
-                            one_line(str(exc)), delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, _MAX_RECONNECT_DELAY)
-
-    def _handle(self, payload: str) -> None:
+    def _handle(self, notification: psycopg.Notify) -> None:
         try:
-            alert = json.loads(payload)
+            alert = json.loads(notification.payload)
         except ValueError:
             return
         if not isinstance(alert, dict) or alert.get("kind") != "stuck":

@@ -12,6 +12,8 @@ from datetime import timedelta
 
 import click
 
+from docstatus.options import blob_connection_string_option, dsn_option
+
 
 def load_object(spec: str) -> object:
     """'package.module:attribute' -> the attribute; a class is instantiated without arguments."""
@@ -26,10 +28,8 @@ def load_object(spec: str) -> object:
 
 
 @click.command()
-@click.option("--dsn", envvar="DOCSTATUS_DSN", default="", show_envvar=True,
-              help="libpq connection string or postgresql:// URL (empty: libpq defaults, PGHOST etc.).")
-@click.option("--blob-connection-string", envvar="AZURE_STORAGE_CONNECTION_STRING", default="", show_envvar=True,
-              help="Azure Storage connection string (empty: Azurite's development account on 127.0.0.1:10000).")
+@dsn_option
+@blob_connection_string_option
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True,
               help="Jobs processed at the same time (threads).")
 @click.option("--once", is_flag=True, help="Process the jobs that can be claimed now, then exit.")
@@ -49,7 +49,7 @@ def load_object(spec: str) -> object:
               show_default=True)
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
               help="Also serve the Prometheus metrics of `docstatus metrics` on this port (0: a free one).")
-def worker(dsn: str, blob_connection_string: str, concurrency: int, once: bool, lease: float,
+def worker(dsn: str, blob_connection_string: str | None, concurrency: int, once: bool, lease: float,
            grace_period: float, poll_interval: float, ocr_spec: str | None, llm_spec: str | None,
            worker_id: str | None, log_level: str, metrics_port: int | None) -> None:
     """Run the OCR -> LLM pipeline on queued documents until SIGTERM/SIGINT (or --once).
@@ -68,7 +68,7 @@ def worker(dsn: str, blob_connection_string: str, concurrency: int, once: bool, 
     ocr = load_object(ocr_spec) if ocr_spec else None
     llm = load_object(llm_spec) if llm_spec else None
     try:
-        pipeline = Worker(dsn, blob_connection_string or None, ocr=ocr, llm=llm, concurrency=concurrency,
+        pipeline = Worker(dsn, blob_connection_string, ocr=ocr, llm=llm, concurrency=concurrency,
                           worker_id=worker_id, lease=timedelta(seconds=lease), grace_period=grace_period,
                           poll_interval=poll_interval)
     except (psycopg.Error, psycopg_pool.PoolTimeout, ValueError) as exc:

@@ -69,10 +69,10 @@ class Heartbeat:
             if held.expired_locally:
                 held.lost = True
                 log.warning("job %s: lease ran out while the database could not be reached", held.job.id,
-                            extra={"fields": _fields(held, self.worker_id, event="lease lost", error=str(exc))})
+                            extra={"fields": held.log_fields(self.worker_id, event="lease lost", error=str(exc))})
             else:
                 log.warning("job %s: heartbeat failed, retrying: %s", held.job.id, exc,
-                            extra={"fields": _fields(held, self.worker_id, event="heartbeat failed")})
+                            extra={"fields": held.log_fields(self.worker_id, event="heartbeat failed")})
             return not held.lost
         self.beats += 1
         if alive:
@@ -80,13 +80,8 @@ class Heartbeat:
         else:
             held.lost = True
             log.warning("job %s: lease lost; the job is dropped without another write", held.job.id,
-                        extra={"fields": _fields(held, self.worker_id, event="lease lost")})
+                        extra={"fields": held.log_fields(self.worker_id, event="lease lost")})
         return alive
-
-
-def _fields(held: HeldJob, worker_id: str, **more: object) -> dict[str, object]:
-    return {"document_id": held.job.document_id, "job_id": held.job.id, "attempt": held.job.attempt,
-            "worker_id": worker_id, "stage": held.stage, **more}
 
 
 __all__ = ["Heartbeat"]

@@ -25,5 +25,11 @@ class HeldJob:
     def expired_locally(self) -> bool:
         return time.monotonic() >= self.lease_deadline
 
+    def log_fields(self, worker_id: str, **more: object) -> dict[str, object]:
+        """The fields of a log line about this job (``extra={"fields": ...}``)."""
+        job = self.job
+        return {"document_id": job.document_id, "job_id": job.id, "attempt": job.attempt,
+                "worker_id": worker_id, "stage": self.stage, **more}
+
 
 __all__ = ["HeldJob"]

@@ -14,11 +14,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psycopg
+from azure.storage.blob import BlobServiceClient
+from psycopg_pool import ConnectionPool
+
+from docstatus.client import Client
 from docstatus.models import Document, ExtractionJob
 from docstatus.pipeline.blobs import BlobIO
-from docstatus.pipeline.db import PipelineDatabase, pool_of
+
+if TYPE_CHECKING:
+    from docstatus.dms.store import DocumentStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,24 +63,29 @@ def write_result(blobs: BlobIO, document: Document, job: ExtractionJob, text: st
     return text_blob, fields_blob
 
 
-def get_result(client: Any, store: Any, document_id: int) -> ExtractionResult | None:
-    """The document's extraction result (its latest done job's), or None when it has none.
+def get_result(client: Client | ConnectionPool | psycopg.Connection,
+               store: DocumentStore | BlobServiceClient | str | None, document_id: int) -> ExtractionResult | None:
+    """The document's extraction result (``current_result``: its latest done job's), or None
+    when it has none.
 
-    ``client`` is a docstatus.Client over a pool, or a pool; ``store`` a DocumentStore, a
-    BlobServiceClient or a connection string.
+    ``client`` is a docstatus.Client, or the pool or connection to make one of; ``store`` a
+    DocumentStore, a BlobServiceClient or a connection string.
     """
-    row = PipelineDatabase(pool_of(client)).get_result_row(document_id)
-    if row is None:
+    if not isinstance(client, Client):
+        client = Client(client)
+    result = client.current_result(document_id)
+    if result is None:
         return None
+    attempt = next(job.attempt for job in client.list_jobs(document_id) if job.id == result.job_id)
     blobs = BlobIO.of(store)
     try:
-        text = blobs.read_text(row.blob_container, row.text_blob)
-        stored = json.loads(blobs.read_text(row.blob_container, row.fields_blob))
+        text = blobs.read_text(result.blob_container, result.text_blob)
+        stored = json.loads(blobs.read_text(result.blob_container, result.fields_blob))
     finally:
         blobs.close()
-    return ExtractionResult(row.document_id, row.job_id, row.attempt, text, stored.get("fields", {}),
-                            stored.get("extractor"), row.blob_container, row.text_blob, row.fields_blob,
-                            row.created_at)
+    return ExtractionResult(result.document_id, result.job_id, attempt, text, stored.get("fields", {}),
+                            stored.get("extractor"), result.blob_container, result.text_blob, result.fields_blob,
+                            result.created_at)
 
 
 __all__ = ["ExtractionResult", "get_result", "result_blob_names", "write_result"]

@@ -1,7 +1,7 @@
 """Idle worker threads sleep until a job is created (NOTIFY), a retry falls due, or the poll.
 
-A listener thread LISTENs on ``docstatus_events`` over a dedicated autocommit connection (never
-a pooled one) and wakes the idle threads on every job that enters 'pending extraction'. A
+A ``docstatus.listener.Listener`` thread LISTENs on ``docstatus_events`` over a dedicated
+autocommit connection (never a pooled one) and wakes the idle threads on every job that enters 'pending extraction'. A
 notification is only a hint: the woken threads claim, and claiming decides. Notifications are
 missed while the connection is down (it reconnects with backoff) and are not sent at all with
 ``settings.notify_events`` off; the slow poll covers both.
@@ -10,16 +10,11 @@ missed while the connection is down (it reconnects with backoff) and are not sen
 from __future__ import annotations
 
 import json
-import logging
 import threading
 
 import psycopg
 
-from docstatus.pipeline.db import load_query
-
-log = logging.getLogger("docstatus.worker")
-
-RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)
+from docstatus.listener import EVENTS_CHANNEL, Listener
 
 
 class Wakeup:
@@ -45,47 +40,26 @@ class Wakeup:
 
 
 class JobListener:
-    """Calls ``wakeup.notify()`` for each job-creation notification."""
+    """Calls ``wakeup.notify()`` for each job-creation notification (``docstatus.listener``)."""
 
     def __init__(self, conninfo: str, wakeup: Wakeup) -> None:
-        self.conninfo = conninfo
         self.wakeup = wakeup
         self.notifications = 0
-        self.listening = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="docstatus-listener", daemon=True)
+        # Jobs created while the connection was down sent no hint we could hear: look on reconnect.
+        self._listener = Listener(conninfo, (EVENTS_CHANNEL,), self._on_notify, name="docstatus-worker-wakeup",
+                                  on_reconnect=wakeup.notify)
+        self.listening = self._listener.listening
 
     def start(self) -> None:
-        self._thread.start()
+        self._listener.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self._listener.stop()
 
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self.conninfo, autocommit=True) as conn:
-                    conn.execute(load_query("listen"))
-                    self.listening.set()
-                    if failures:
-                        log.warning("listening for new jobs again", extra={"fields": {"event": "listener reconnected"}})
-                        # Jobs created while we were away sent no hint we could hear.
-                        self.wakeup.notify()
-                    failures = 0
-                    while not self._stop.is_set():
-                        for notification in conn.notifies(timeout=0.5):
-                            if _is_new_job(notification.payload):
-                                self.notifications += 1
-                                self.wakeup.notify()
-            except psycopg.Error as exc:
-                self.listening.clear()
-                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
-                failures += 1
-                log.warning("listener connection lost (%s); reconnecting in %ss, polling meanwhile", exc, delay,
-                            extra={"fields": {"event": "listener lost", "error": str(exc)}})
-                self._stop.wait(delay)
+    def _on_notify(self, notification: psycopg.Notify) -> None:
+        if _is_new_job(notification.payload):
+            self.notifications += 1
+            self.wakeup.notify()
 
 
 def _is_new_job(payload: str) -> bool:

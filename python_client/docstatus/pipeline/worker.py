@@ -4,22 +4,15 @@
     worker.run()                                               # until SIGTERM/SIGINT
 
 Each of ``concurrency`` threads runs one job at a time, on a database connection it keeps:
-
-1. ``claim_extraction_job`` (a lease of ``lease``), then the document's bytes from its blob;
-2. ``mark_ocr_running`` -> the OCR stage -> ``mark_llm_running`` -> the LLM stage;
-3. the text and the fields are written as blobs beside the document; ``record_result`` names
-   them and ``mark_processing_done`` ends the job, in one transaction.
-
-Every mark carries the worker id, so the database refuses (DS004) a worker whose lease ran out;
-such a job is dropped without another write. A stage that raises fails the document with
-"ExceptionType: message" (bounded): at once (``mark_processing_failed``), or, for a failure
-worth retrying (``errors.is_retryable``), as a failed attempt that the database queues again
-after a backoff (``mark_attempt_failed``). Either way the worker goes on with the next job.
+``claim_jobs`` (a lease of ``lease``, the document moved to 'ocr running' in the same
+transaction), then ``docstatus.pipeline.job.JobRun``: OCR, ``mark_llm_running``, LLM,
+``finish_job`` (or ``mark_attempt_failed`` / ``mark_processing_failed``). A failed job does not
+stop the worker: it goes on with the next one. Idle, a thread sleeps until ``next_job_due``.
 
 Beside them: a heartbeat thread extends the leases of running jobs; a listener wakes idle
 threads when a job is created (NOTIFY), with a slow poll as the safety net; a maintenance
-thread reaps expired jobs (and checks for stuck documents), one worker at a time across the
-fleet (an advisory lock), so a job of a worker killed with SIGKILL fails 'lease expired' and is
+thread calls ``run_maintenance`` (the reaper and ``check_stuck``, one session at a time across
+the fleet), so a job of a worker killed with SIGKILL fails 'lease expired' and is
 retried elsewhere.
 
 Stopping (SIGTERM/SIGINT, or ``stop()``): no more claims; running jobs may finish within
@@ -41,68 +34,35 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
 import psycopg
 import psycopg_pool
+from azure.storage.blob import BlobServiceClient
 from psycopg_pool import ConnectionPool
 
 from docstatus.client import Client
-from docstatus.errors import DocStatusError, InvalidTransition, LeaseLost
-from docstatus.models import Document, ExtractionJob
+from docstatus.errors import DocStatusError, LeaseLost
+from docstatus.models import ClaimedJob
 from docstatus.pipeline.blobs import BlobIO
-from docstatus.pipeline.db import PipelineDatabase, pool_of
-from docstatus.pipeline.errors import is_retryable
 from docstatus.pipeline.heartbeat import Heartbeat
+from docstatus.pipeline.job import JobRun, error_message, log_status
 from docstatus.pipeline.lease import HeldJob
 from docstatus.pipeline.llm import llm_from_env
 from docstatus.pipeline.ocr import DocumentOcr
-from docstatus.pipeline.results import write_result
 from docstatus.pipeline.signals import stop_on_signals
 from docstatus.pipeline.stages import LlmExtractor, OcrEngine, engine_name
+from docstatus.pipeline.stats import StatsRecorder, WorkerStats
 from docstatus.pipeline.wakeup import JobListener, Wakeup
+
+if TYPE_CHECKING:
+    from docstatus.dms.store import DocumentStore
 
 log = logging.getLogger("docstatus.worker")
 
-T = TypeVar("T")
-
-MAX_ERROR_CHARS = 1000
 _CLAIM_ERROR_DELAYS = (0.5, 1, 2, 5, 10)
 _MIN_IDLE_WAIT = 0.05
-
-
-@dataclass
-class WorkerStats:
-    """Counts and time spent, summed over the worker's threads (for logs and benchmarks)."""
-
-    claimed: int = 0
-    done: int = 0
-    failed: int = 0
-    retried: int = 0
-    released: int = 0
-    abandoned: int = 0
-    reaped: int = 0
-    db_seconds: float = 0.0  # docstatus calls of the processing threads (claim ... done)
-    blob_seconds: float = 0.0  # reading the document, writing the result
-    stage_seconds: float = 0.0  # OCR and LLM stages
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class _Abandoned(Exception):
-    """This worker no longer holds the job: leave it without another write."""
-
-
-class _StepFailed(Exception):
-    """A step of the job's own work (download, a stage, storing the result) raised."""
-
-    def __init__(self, step: str, error: BaseException) -> None:
-        super().__init__(step)
-        self.step = step
-        self.error = error
 
 
 class Worker:
@@ -120,8 +80,8 @@ class Worker:
 
     def __init__(
         self,
-        client: Any,
-        store: Any = None,
+        client: Client | ConnectionPool | str,
+        store: DocumentStore | BlobServiceClient | str | None = None,
         *,
         ocr: OcrEngine | None = None,
         llm: LlmExtractor | None = None,
@@ -165,19 +125,20 @@ class Worker:
                 pool.close()
                 raise
         else:
-            pool = pool_of(client)
+            pool = _pool_of(client)
             if pool.max_size < concurrency + 2:
                 raise ValueError(f"a pool of {pool.max_size} connections is too small for concurrency "
                                  f"{concurrency}: it needs at least {concurrency + 2}")
-        self.db = PipelineDatabase(pool)
+        self.pool = pool
+        self.client = Client(pool)
         self.blobs = BlobIO.of(store)
 
         self.stats = WorkerStats()
-        self._stats_lock = threading.Lock()
+        self._recorder = StatsRecorder(self.stats)
         self._held: dict[int, HeldJob] = {}
         self._held_lock = threading.Lock()
         self._wakeup = Wakeup()
-        self._heartbeat = Heartbeat(self.db.client, self.worker_id, lease, self.heartbeat_interval)
+        self._heartbeat = Heartbeat(self.client, self.worker_id, lease, self.heartbeat_interval)
         self._listener = JobListener(pool.conninfo, self._wakeup) if listen else None
         self._stopping = threading.Event()  # no more claims
         self._stop_now = threading.Event()  # release running jobs without waiting for the grace period
@@ -274,11 +235,6 @@ class Worker:
         else:
             self._close()
 
-    @property
-    def running_jobs(self) -> list[ExtractionJob]:
-        with self._held_lock:
-            return [held.job for held in self._held.values()]
-
     # --- threads -----------------------------------------------------------------------------
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -294,20 +250,20 @@ class Worker:
                 try:
                     # One connection for the thread's life: borrowing one per call costs more than
                     # the call. A broken one goes back to the pool, which replaces it.
-                    with self.db.pool.connection(timeout=10) as conn:
+                    with self.pool.connection(timeout=10) as conn:
                         client = Client(conn)
                         while not self._stopping.is_set() and not conn.broken:
                             seen = self._wakeup.generation
                             claimed_at = time.monotonic()
-                            claimed = self.db.claim(self.worker_id, self.lease, conn)
+                            claims = client.claim_jobs(self.worker_id, self.lease, limit=1, start_ocr=True)
                             failures = 0
-                            if claimed is None:
+                            if not claims:
                                 if self._idle_exit:
                                     return
-                                self._wakeup.wait(seen, self._idle_wait(conn))
+                                self._wakeup.wait(seen, self._idle_wait(client))
                                 continue
-                            self._add_time("db_seconds", time.monotonic() - claimed_at)
-                            self._process(*claimed, claimed_at, client, conn)
+                            self._recorder.add_time("db_seconds", time.monotonic() - claimed_at)
+                            self._process(claims[0], claimed_at, client)
                 except Exception as exc:  # the database above all; a bug must not end the thread
                     delay = _CLAIM_ERROR_DELAYS[min(failures, len(_CLAIM_ERROR_DELAYS) - 1)]
                     failures += 1
@@ -323,15 +279,15 @@ class Worker:
                 if self._slots_left == 0:
                     self._all_slots_done.set()
 
-    def _idle_wait(self, conn: psycopg.Connection) -> float:
+    def _idle_wait(self, client: Client) -> float:
         """Until the next retry falls due, at most the poll interval."""
         try:
-            due = self.db.seconds_until_due(conn)
+            due = client.next_job_due()
         except (psycopg.Error, DocStatusError):
             return self.poll_interval
         if due is None:
             return self.poll_interval
-        return min(max(due, _MIN_IDLE_WAIT), self.poll_interval)
+        return min(max(due.total_seconds(), _MIN_IDLE_WAIT), self.poll_interval)
 
     def _maintenance_loop(self) -> None:
         while not self._stopping.wait(self.reap_interval):
@@ -341,129 +297,48 @@ class Worker:
         now = time.monotonic()
         check_stuck = self.check_stuck_interval is not None and now >= self._next_stuck_check
         try:
-            outcome = self.db.maintain(check_stuck)
+            actions = self.client.run_maintenance(check_stuck)
         except (psycopg.Error, psycopg_pool.PoolTimeout, DocStatusError) as exc:
-            if isinstance(exc, psycopg.errors.UndefinedFunction):
-                self.check_stuck_interval = None  # a schema without check_stuck: stop asking
             log.warning("maintenance failed: %s", exc, extra={"fields": {"event": "maintenance failed",
                                                                          "error": str(exc)}})
             return
-        if outcome is None:
+        if any(action.action == "skipped" for action in actions):
             return  # another worker is at it
         if check_stuck:
             self._next_stuck_check = now + self.check_stuck_interval
-        reaped, stuck = outcome
+        reaped = [action for action in actions if action.action == "reaped"]
+        stuck = sum(action.action == "stuck" for action in actions)
         for job in reaped:
-            self._count("reaped")
-            log.info("job %s of document %s reaped: %s", job.id, job.document_id, job.error_message,
+            self._recorder.count("reaped")
+            log.info("job %s of document %s reaped: %s", job.job_id, job.document_id, job.error_message,
                      extra={"fields": {"event": "status", "status": "failed", "reaped_by": self.worker_id,
-                                       "document_id": job.document_id, "job_id": job.id, "attempt": job.attempt,
+                                       "document_id": job.document_id, "job_id": job.job_id, "attempt": job.attempt,
                                        "worker_id": job.worker_id, "error": job.error_message}})
         if stuck:
             log.warning("%s document(s) newly stuck (see docstatus.stuck_documents)", stuck,
                         extra={"fields": {"event": "stuck documents", "count": stuck}})
+        for failed in (action for action in actions if action.action == "stuck check failed"):
+            log.warning("stuck check failed: %s", failed.error_message,
+                        extra={"fields": {"event": "maintenance failed", "error": failed.error_message}})
         if reaped:
             self._wakeup.notify()  # their retries may be due soon: look again
 
     # --- one job -----------------------------------------------------------------------------
 
-    def _process(self, job: ExtractionJob, document: Document, claimed_at: float, client: Client,
-                 conn: psycopg.Connection) -> None:
-        held = HeldJob(job, self.lease.total_seconds(), claimed_at)
+    def _process(self, claimed: ClaimedJob, claimed_at: float, client: Client) -> None:
+        held = HeldJob(claimed.job, self.lease.total_seconds(), claimed_at)
         with self._held_lock:
-            self._held[job.id] = held
+            self._held[held.job.id] = held
         self._heartbeat.add(held)
-        self._count("claimed")
-        self._log_status(held, "claimed")
+        self._recorder.count("claimed")
+        log_status(held, self.worker_id, "claimed")
         try:
-            data = self._step(held, "download", "blob_seconds", self.blobs.download, document)
-            self._write(held, "ocr running", client.mark_ocr_running, document.id, worker_id=self.worker_id)
-            text = self._step(held, "ocr", "stage_seconds", self.ocr, data, document.mime_type or "")
-            self._write(held, "llm running", client.mark_llm_running, document.id, worker_id=self.worker_id)
-            fields = self._step(held, "llm", "stage_seconds", self.llm, text)
-            if not isinstance(fields, dict):
-                raise _StepFailed("llm", TypeError(f"{self.llm_name} returned {type(fields).__name__}, not a dict"))
-            self._check_held(held)
-            text_blob, fields_blob = self._step(held, "store result", "blob_seconds", write_result, self.blobs,
-                                                document, job, text, fields, self.llm_name, self.ocr_name)
-            self._write(held, "done", self.db.finish_job, document.id, text_blob, fields_blob, self.worker_id, conn)
-            self._count("done")
-        except _StepFailed as failure:
-            self._fail(held, failure, client)
-        except _Abandoned as why:
-            self._count("abandoned")
-            log.warning("job %s dropped without another write: %s", job.id, why,
-                        extra={"fields": self._fields(held, event="abandoned", reason=str(why))})
-        except Exception as exc:  # the database or a bug: the lease runs out and the reaper retries
-            held.abandoned = f"{type(exc).__name__}: {exc}"
-            self._count("abandoned")
-            log.exception("job %s left to the reaper after an unexpected error", job.id,
-                          extra={"fields": self._fields(held, event="abandoned", reason=held.abandoned)})
+            JobRun(held, claimed.document, client, worker_id=self.worker_id, blobs=self.blobs, ocr=self.ocr,
+                   llm=self.llm, ocr_name=self.ocr_name, llm_name=self.llm_name, stats=self._recorder).run()
         finally:
             self._heartbeat.remove(held)
             with self._held_lock:
-                self._held.pop(job.id, None)
-
-    def _step(self, held: HeldJob, step: str, timer: str, function: Callable[..., T], *args: Any) -> T:
-        """Runs the job's own work (a stage, a blob read or write); its failure fails the job."""
-        self._check_held(held)
-        held.stage = step
-        started = time.monotonic()
-        try:
-            return function(*args)
-        except Exception as exc:
-            raise _StepFailed(step, exc) from exc
-        finally:
-            self._add_time(timer, time.monotonic() - started)
-
-    def _check_held(self, held: HeldJob) -> None:
-        if held.abandoned is not None:
-            raise _Abandoned(held.abandoned)
-        if held.lost:
-            held.abandoned = "lease lost"
-            raise _Abandoned(held.abandoned)
-
-    def _write(self, held: HeldJob, status: str | None, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A write on the job's behalf, only while this worker still holds it."""
-        with held.lock:
-            self._check_held(held)
-            try:
-                result = self._db(call, *args, **kwargs)
-            except (LeaseLost, InvalidTransition) as exc:
-                # DS004: the lease ran out (the reaper's now); DS001: somebody moved the document.
-                held.abandoned = f"{type(exc).__name__}: {exc}"
-                raise _Abandoned(held.abandoned) from exc
-        if status is not None:
-            self._log_status(held, status)
-        return result
-
-    def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        started = time.monotonic()
-        try:
-            return call(*args, **kwargs)
-        finally:
-            self._add_time("db_seconds", time.monotonic() - started)
-
-    def _fail(self, held: HeldJob, failure: _StepFailed, client: Client) -> None:
-        message = error_message(failure.error)
-        retry = is_retryable(failure.error)
-        mark = client.mark_attempt_failed if retry else client.mark_processing_failed
-        try:
-            document = self._write(held, None, mark, held.job.document_id, message, worker_id=self.worker_id)
-        except _Abandoned as why:
-            self._count("abandoned")
-            log.warning("job %s failed (%s) but is no longer ours: %s", held.job.id, message, why,
-                        extra={"fields": self._fields(held, event="abandoned", reason=str(why), error=message)})
-            return
-        except Exception:
-            log.exception("job %s: recording its failure failed; the reaper will end it", held.job.id,
-                          extra={"fields": self._fields(held, event="abandoned", error=message)})
-            self._count("abandoned")
-            return
-        requeued = document.text_extraction_status == "ready"
-        self._count("retried" if requeued else "failed")
-        self._log_status(held, "failed", level=logging.WARNING, step=failure.step, error=message,
-                         retry="queued" if requeued else ("exhausted" if retry else "not retryable"))
+                self._held.pop(held.job.id, None)
 
     # --- shutdown ----------------------------------------------------------------------------
 
@@ -501,16 +376,16 @@ class Worker:
             if held.lost:
                 return  # the reaper's already
             try:
-                self.db.client.release_job(held.job.id, self.worker_id, reason)
+                self.client.release_job(held.job.id, self.worker_id, reason)
             except LeaseLost:
                 return
             except Exception as exc:
                 log.warning("job %s could not be released (%s); the reaper will retry it when its lease runs out",
-                            held.job.id, exc, extra={"fields": self._fields(held, event="release failed",
-                                                                             error=str(exc))})
+                            held.job.id, exc, extra={"fields": held.log_fields(self.worker_id, event="release failed",
+                                                                                error=str(exc))})
                 return
-        self._count("released")
-        self._log_status(held, "released", level=logging.WARNING, reason=reason)
+        self._recorder.count("released")
+        log_status(held, self.worker_id, "released", level=logging.WARNING, reason=reason)
 
     def _close(self) -> None:
         if self._closed:
@@ -526,33 +401,16 @@ class Worker:
                 thread.join(timeout=10)
         self.blobs.close()
         if self._owns_pool:
-            self.db.pool.close()
-
-    # --- bookkeeping -------------------------------------------------------------------------
-
-    def _count(self, counter: str) -> None:
-        with self._stats_lock:
-            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-
-    def _add_time(self, timer: str, seconds: float) -> None:
-        with self._stats_lock:
-            setattr(self.stats, timer, getattr(self.stats, timer) + seconds)
-
-    def _fields(self, held: HeldJob, **more: Any) -> dict[str, Any]:
-        job = held.job
-        return {"document_id": job.document_id, "job_id": job.id, "attempt": job.attempt,
-                "worker_id": self.worker_id, "stage": held.stage, **more}
-
-    def _log_status(self, held: HeldJob, status: str, level: int = logging.INFO, **more: Any) -> None:
-        log.log(level, "document %s -> %s", held.job.document_id, status,
-                extra={"fields": self._fields(held, event="status", status=status, **more)})
+            self.pool.close()
 
 
-def error_message(error: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
-    """'ExceptionType: message' on one line, at most ``limit`` characters."""
-    text = " ".join(str(error).split())
-    message = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return message if len(message) <= limit else message[: limit - 3] + "..."
+def _pool_of(client: Client | ConnectionPool) -> ConnectionPool:
+    """The pool behind a Client over a pool (or the pool itself)."""
+    pool = client if isinstance(client, ConnectionPool) else getattr(client, "pool", None)
+    if isinstance(pool, ConnectionPool):
+        return pool
+    raise TypeError("the worker runs several threads: give it a docstatus.Client over a "
+                    "psycopg_pool.ConnectionPool, a ConnectionPool, or a conninfo string")
 
 
 __all__ = ["Worker", "WorkerStats", "error_message"]

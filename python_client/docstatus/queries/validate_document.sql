@@ -4,4 +4,5 @@ SELECT id, blob_container, blob_name, filename, mime_type, size_bytes, text_extr
   FROM docstatus.validate_document(p_document_id => %(document_id)s,
                                    p_blob_retrievable => %(blob_retrievable)s,
                                    p_mime_type => %(mime_type)s,
-                                   p_reason => %(reason)s)
+                                   p_reason => %(reason)s,
+                                   p_blob_size => %(blob_size)s)

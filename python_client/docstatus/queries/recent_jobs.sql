@@ -1,4 +1,4 @@
--- docstatus jobs: the latest jobs, optionally of one status and created or ended since a time.
+-- Client.recent_jobs: the latest jobs, optionally of one status and created or ended since a time.
 -- Newest first by id (ids grow with creation), so LIMIT reads the primary key backwards.
 SELECT j.id AS job_id, j.document_id, d.filename, j.status, j.attempt, j.worker_id,
        j.lease_expires_at, j.released, j.created_at, j.not_before, j.started_at, j.completed_at,

@@ -31,7 +31,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from docstatus.ports import free_port, port_is_free
+from docstatus.dev.ports import free_port, port_is_free
 
 DATABASE = "docstatus"
 SERVER_USER = "postgres"  # the OS user that runs the cluster when we are root

@@ -27,9 +27,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from docstatus.ports import free_port, port_is_free  # noqa: F401  (part of this module's API)
+from docstatus.dev.ports import free_port, port_is_free  # noqa: F401  (part of this module's API)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 AZURITE_VERSION = "3.35.0"
 AZURITE_BLOB_ENV = "DOCSTATUS_AZURITE_BLOB"
 PINNED_PREFIX = REPO_ROOT / ".local" / "azurite"

@@ -1,4 +1,4 @@
--- docstatus retry --all-failed: failed documents, optionally only those whose error matches.
+-- Client.failed_retry_candidates: failed documents, optionally only those whose error matches.
 -- A pattern matches the error itself (ILIKE) or, exactly, its normalised form as
 -- `docstatus failures` prints it. had_job false: the document failed validation.
 SELECT d.id AS document_id, d.text_extraction_status,

@@ -1,9 +1,9 @@
 """``make demo``: docstatus end to end on this machine, with nothing configured and no Docker.
 
-    python -m docstatus.demo up      # make demo
-    python -m docstatus.demo down    # make demo-down
+    python -m docstatus.dev.demo up      # make demo
+    python -m docstatus.dev.demo down    # make demo-down
 
-``up`` starts a private PostgreSQL (``docstatus.embedded``) and Azurite (npm, installed under
+``up`` starts a private PostgreSQL (``docstatus.dev.embedded``) and Azurite (npm, installed under
 ``.local/azurite`` if missing), migrates, uploads the sample documents of ``tests/data`` plus a
 PDF without a text layer (a scan: its OCR fails, whatever is installed), runs the pipeline
 worker until every document has ended, and prints the status table and one document's
@@ -31,10 +31,11 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from docstatus import azurite, migrations
-from docstatus.embedded import LocalPostgres
+from docstatus import migrations
+from docstatus.dev import azurite
+from docstatus.dev.embedded import LocalPostgres
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = REPO_ROOT / "tests" / "data"
 AZURITE_PORT = 10000  # Azurite's usual port, as compose.yml has it, when nobody else uses it
 WAIT_FOR_DOCUMENTS = 180.0
@@ -60,7 +61,7 @@ def pdf_without_text_layer() -> bytes:
 # --- Azurite -----------------------------------------------------------------------------------
 
 class LocalAzurite:
-    """The demo's Azurite (``docstatus.azurite``), left running in the background: its pid and
+    """The demo's Azurite (``docstatus.dev.azurite``), left running in the background: its pid and
     port under ``.local/demo`` let ``demo down``, another process, stop it later."""
 
     def __init__(self, base: Path) -> None:
@@ -297,7 +298,7 @@ def _write_started(state: Path, started: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m docstatus.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m docstatus.dev.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--base", type=Path, default=Path.cwd() / ".local",
                         help="where the demo keeps its services and data (default: ./.local)")

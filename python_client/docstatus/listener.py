@@ -1,0 +1,139 @@
+"""The one LISTEN building block: a dedicated connection that waits for notifications.
+
+``Listener`` runs a thread with its own autocommit connection (never a pooled one), with TCP
+keepalives, LISTENs on its channels and hands each notification to a callback. A lost
+connection is opened again with backoff; every ``probe_interval`` seconds without a
+notification it sends itself a NOTIFY on a private channel, and one that does not come back
+within ``probe_timeout`` counts as a lost connection too (a half-open socket the kernel has not
+noticed yet). Notifications sent while it is away are lost, as hints are: ``on_reconnect`` lets
+the owner look for what it missed.
+
+The worker's job wake-up, ``docstatus watch``'s stuck hints and ``docstatus.Subscriber`` take
+the channel names and the connection settings from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from docstatus.client import load_query
+
+__all__ = ["ALERTS_CHANNEL", "CONNECT_DEFAULTS", "EVENTS_CHANNEL", "Listener", "listen"]
+
+# The channels the database notifies on (the NOTIFY contract of the README).
+EVENTS_CHANNEL = "docstatus_events"
+ALERTS_CHANNEL = "docstatus_alerts"
+
+# libpq settings that make a dead peer visible to the kernel, unless the caller chose otherwise.
+CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)
+_WAIT_SLICE = 0.5  # how often the thread looks at its stop flag
+
+log = logging.getLogger("docstatus.listener")
+
+
+def listen(conn: psycopg.Connection, channels: Iterable[str]) -> None:
+    """LISTEN on each channel (LISTEN takes no parameter: the name goes in as an identifier)."""
+    for channel in channels:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+
+def connect_options(conninfo: str, application_name: str) -> dict[str, Any]:
+    """CONNECT_DEFAULTS and the application name, except what ``conninfo`` sets itself."""
+    try:
+        given = set(psycopg.conninfo.conninfo_to_dict(conninfo))
+    except psycopg.Error:
+        given = set()
+    defaults = {**CONNECT_DEFAULTS, "application_name": application_name}
+    return {key: value for key, value in defaults.items() if key not in given}
+
+
+class _ProbeUnanswered(Exception):
+    """The health probe did not come back: the connection no longer carries notifications."""
+
+
+class Listener:
+    """Calls ``on_notify(notification)`` for each notification on ``channels``, from its thread."""
+
+    def __init__(self, conninfo: str, channels: Iterable[str], on_notify: Callable[[psycopg.Notify], None], *,
+                 name: str = "docstatus-listener", on_reconnect: Callable[[], None] | None = None,
+                 probe_interval: float = 10.0, probe_timeout: float = 5.0) -> None:
+        self.conninfo = conninfo
+        self.channels = tuple(channels)
+        self.on_notify = on_notify
+        self.on_reconnect = on_reconnect
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self.name = name
+        self.listening = threading.Event()
+        self._probe_channel = f"docstatus_probe_{uuid.uuid4().hex}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True,
+                                     **connect_options(self.conninfo, self.name)) as conn:
+                    listen(conn, (*self.channels, self._probe_channel))
+                    self.listening.set()
+                    if failures:
+                        log.warning("%s: listening again", self.name,
+                                    extra={"fields": {"event": "listener reconnected", "listener": self.name}})
+                        if self.on_reconnect is not None:
+                            self.on_reconnect()
+                    failures = 0
+                    self._follow(conn)
+            except (psycopg.Error, _ProbeUnanswered) as exc:
+                self.listening.clear()
+                if self._stop.is_set():
+                    return
+                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+                failures += 1
+                log.warning("%s: connection lost (%s); reconnecting in %ss", self.name, exc, delay,
+                            extra={"fields": {"event": "listener lost", "listener": self.name, "error": str(exc)}})
+                self._stop.wait(delay)
+
+    def _follow(self, conn: psycopg.Connection) -> None:
+        probe_at = time.monotonic() + self.probe_interval
+        token: str | None = None
+        answer_by = 0.0
+        while not self._stop.is_set():
+            for notification in conn.notifies(timeout=_WAIT_SLICE):
+                if notification.channel == self._probe_channel:
+                    if notification.payload == token:
+                        token = None
+                    continue
+                self.on_notify(notification)
+                probe_at = time.monotonic() + self.probe_interval  # notifications flow: alive
+            now = time.monotonic()
+            if token is not None and now >= answer_by:
+                raise _ProbeUnanswered(f"health probe got no answer within {self.probe_timeout:g} s")
+            if token is None and now >= probe_at:
+                token = uuid.uuid4().hex
+                answer_by = now + self.probe_timeout
+                probe_at = now + self.probe_interval
+                conn.execute(load_query("listener_probe"), {"channel": self._probe_channel, "token": token})

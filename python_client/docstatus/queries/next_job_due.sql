@@ -1,0 +1,2 @@
+-- Client.next_job_due.
+SELECT docstatus.next_job_due()

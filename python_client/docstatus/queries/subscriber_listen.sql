@@ -1,2 +1,0 @@
--- Subscriber: LISTEN takes no parameter; {channel} is filled with psycopg.sql.Identifier.
-LISTEN {channel}

@@ -1,3 +1,0 @@
--- Subscriber health probe: a NOTIFY to itself on its private channel. It comes back only if
--- the connection still carries notifications both ways.
-SELECT pg_notify(%(channel)s, %(token)s)
