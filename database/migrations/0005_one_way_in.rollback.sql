@@ -166,6 +166,7 @@ BEGIN
 END;
 $$;
 DROP FUNCTION docstatus._is_claimable(text, text, text);
+DROP FUNCTION docstatus._check_claim_arguments(text, interval);
 
 CREATE FUNCTION docstatus._raise_lease_not_held(
     p_document_id bigint, p_worker_id text, p_job_id bigint, p_holder text, p_lease_expires_at timestamptz)

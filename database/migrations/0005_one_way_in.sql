@@ -206,6 +206,20 @@ DROP FUNCTION docstatus._raise_lease_not_held(bigint, text, bigint, text, timest
 -- The worker's side: one readiness rule for the claims and for "when is the next job due"
 ------------------------------------------------------------------------------------------------
 
+-- The arguments every claim checks (DS003).
+CREATE FUNCTION docstatus._check_claim_arguments(p_worker_id text, p_lease interval) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(p_worker_id, '') = '' THEN
+        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
+    END IF;
+    IF p_lease IS NULL OR p_lease <= interval '0' THEN
+        PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._check_claim_arguments IS 'Internal: DS003 unless the worker id is non-empty and the lease positive.';
+
 -- A job a worker may take once its not_before has come: unheld, of a queued document. A plain
 -- SQL expression, so the planner inlines it and the claims still read extraction_jobs_claimable.
 CREATE FUNCTION docstatus._is_claimable(p_job_status text, p_worker_id text, p_text_extraction_status text)
@@ -221,12 +235,7 @@ CREATE OR REPLACE FUNCTION docstatus.claim_extraction_job(p_worker_id text, p_le
 RETURNS SETOF docstatus.extraction_jobs
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF coalesce(p_worker_id, '') = '' THEN
-        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
-    END IF;
-    IF p_lease IS NULL OR p_lease <= interval '0' THEN
-        PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
-    END IF;
+    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
     -- An expired lease keeps its holder: only the reaper ends that job, so every attempt counts.
     RETURN QUERY
     UPDATE docstatus.extraction_jobs j
@@ -284,12 +293,7 @@ DECLARE
     v_job_ids bigint[];
     v_document_ids bigint[];
 BEGIN
-    IF coalesce(p_worker_id, '') = '' THEN
-        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
-    END IF;
-    IF p_lease IS NULL OR p_lease <= interval '0' THEN
-        PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
-    END IF;
+    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
     IF p_limit IS NULL OR p_limit < 1 THEN
         PERFORM docstatus._raise_invalid_argument(format('limit must be positive, got %s', p_limit));
     END IF;
@@ -598,6 +602,7 @@ REVOKE ALL ON FUNCTION docstatus.validate_document(bigint, boolean, text, text, 
                        docstatus.next_job_due(), docstatus.claim_jobs(text, interval, integer, boolean),
                        docstatus.finish_job(bigint, text, text, text), docstatus.run_maintenance(boolean),
                        docstatus._state_of(text, text, boolean), docstatus._is_claimable(text, text, text),
+                       docstatus._check_claim_arguments(text, interval),
                        docstatus._require_lease(bigint, text, bigint, text, timestamptz, boolean) FROM PUBLIC;
 GRANT SELECT ON docstatus.document_states, docstatus.active_documents TO docstatus_reader;
 GRANT EXECUTE ON FUNCTION docstatus.validate_document(bigint, boolean, text, text, bigint),

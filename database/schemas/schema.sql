@@ -888,6 +888,20 @@ COMMENT ON FUNCTION docstatus.create_extraction_job IS
     'Returns the job named by the key (any state), else the active job of a ''ready'' document '
     '(recording the key on it), creating it if missing. DS001 for a document that is not ready.';
 
+-- The arguments every claim checks (DS003).
+CREATE FUNCTION docstatus._check_claim_arguments(p_worker_id text, p_lease interval) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(p_worker_id, '') = '' THEN
+        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
+    END IF;
+    IF p_lease IS NULL OR p_lease <= interval '0' THEN
+        PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._check_claim_arguments IS 'Internal: DS003 unless the worker id is non-empty and the lease positive.';
+
 -- A job a worker may take once its not_before has come: unheld, of a queued document. A plain
 -- SQL expression, so the planner inlines it and the claims still read extraction_jobs_claimable.
 CREATE FUNCTION docstatus._is_claimable(p_job_status text, p_worker_id text, p_text_extraction_status text)
@@ -903,12 +917,7 @@ CREATE FUNCTION docstatus.claim_extraction_job(p_worker_id text, p_lease interva
 RETURNS SETOF docstatus.extraction_jobs
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF coalesce(p_worker_id, '') = '' THEN
-        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
-    END IF;
-    IF p_lease IS NULL OR p_lease <= interval '0' THEN
-        PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
-    END IF;
+    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
     -- An expired lease keeps its holder: only the reaper ends that job, so every attempt counts.
     RETURN QUERY
     UPDATE docstatus.extraction_jobs j
@@ -970,12 +979,7 @@ DECLARE
     v_job_ids bigint[];
     v_document_ids bigint[];
 BEGIN
-    IF coalesce(p_worker_id, '') = '' THEN
-        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
-    END IF;
-    IF p_lease IS NULL OR p_lease <= interval '0' THEN
-        PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
-    END IF;
+    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
     IF p_limit IS NULL OR p_limit < 1 THEN
         PERFORM docstatus._raise_invalid_argument(format('limit must be positive, got %s', p_limit));
     END IF;

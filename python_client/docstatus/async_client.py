@@ -18,7 +18,7 @@ from docstatus.client import (
     _IDLE, DEFAULT_EVENTS_LIMIT, DEFAULT_JOBS_LIMIT, DEFAULT_LEASE, DEFAULT_VALIDATION_LIMIT, _all, _first, _one,
     _scalar, _stage_snapshot, calls, load_query,
 )
-from docstatus.errors import translate
+from docstatus.errors import translated
 from docstatus.models import (
     ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
     ExtractionJob, FailurePattern, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
@@ -71,7 +71,7 @@ class AsyncClient:
 
     async def _rows(self, query_name: str, params: dict[str, Any] | None = None) -> list[tuple]:
         query = load_query(query_name)
-        try:
+        with translated():
             if self._pool is not None:
                 async with self._pool.connection() as conn:
                     return await _fetch(conn, query, params)
@@ -80,11 +80,6 @@ class AsyncClient:
                 return await _fetch(conn, query, params)  # type: ignore[arg-type]
             async with conn.transaction():  # type: ignore[union-attr]
                 return await _fetch(conn, query, params)  # type: ignore[arg-type]
-        except psycopg.Error as exc:
-            error = translate(exc)
-            if error is None:
-                raise
-            raise error from exc
 
     @calls("register_document")
     async def register_document(self, blob_container: str, blob_name: str, filename: str,

@@ -44,7 +44,7 @@ import psycopg_pool
 from psycopg import pq
 from psycopg.rows import tuple_row
 
-from docstatus.errors import translate
+from docstatus.errors import translated
 from docstatus.models import (
     ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
     ExtractionJob, FailurePattern, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
@@ -129,7 +129,7 @@ class Client:
 
     def _rows(self, query_name: str, params: dict[str, Any] | None = None) -> list[tuple]:
         query = load_query(query_name)
-        try:
+        with translated():
             if self._pool is not None:
                 with self._pool.connection() as conn:
                     return _fetch(conn, query, params)
@@ -138,11 +138,6 @@ class Client:
                 return _fetch(conn, query, params)  # type: ignore[arg-type]
             with conn.transaction():  # type: ignore[union-attr]
                 return _fetch(conn, query, params)  # type: ignore[arg-type]
-        except psycopg.Error as exc:
-            error = translate(exc)
-            if error is None:
-                raise
-            raise error from exc
 
     # --- the SQL API, one method per function ---------------------------------------------
 

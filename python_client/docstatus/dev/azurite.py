@@ -81,10 +81,6 @@ class Azurite:
         self._process: subprocess.Popen | None = None
 
     @property
-    def blob_endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}/{ACCOUNT_NAME}"
-
-    @property
     def connection_string(self) -> str:
         return connection_string(self.port, self.host)
 
@@ -139,10 +135,6 @@ class Azurite:
             process.kill()
             process.wait(timeout)
         self._wait_until_port_closed(timeout)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def __enter__(self) -> Azurite:
         self.start()
