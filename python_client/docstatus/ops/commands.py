@@ -1,7 +1,7 @@
 """The read-mostly operations commands: status, show, jobs, stuck, failures, reap, metrics.
 
-``docstatus.cli`` registers ``OPS_COMMANDS`` (these, plus retry and watch from their modules)
-on the ``docstatus`` group. Every one takes ``--dsn`` and, when it reads, ``--json``.
+``docstatus.cli`` loads these (and retry and watch, imported here from their modules) by name on
+first use. Every one takes ``--dsn`` and, when it reads, ``--json``.
 """
 
 from __future__ import annotations
@@ -396,4 +396,4 @@ def metrics(port: int, addr: str, failures_every: float, dsn: str) -> None:
             pass
 
 
-OPS_COMMANDS = [status, show, jobs, stuck, failures, retry, watch, reap, metrics]
+__all__ = ["failures", "jobs", "metrics", "reap", "retry", "show", "status", "stuck", "watch"]
