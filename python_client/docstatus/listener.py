@@ -15,6 +15,8 @@ the channel names and the connection settings from here.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -26,7 +28,8 @@ from psycopg import sql
 
 from docstatus.client import load_query
 
-__all__ = ["ALERTS_CHANNEL", "CONNECT_DEFAULTS", "EVENTS_CHANNEL", "Listener", "listen"]
+__all__ = ["ALERTS_CHANNEL", "CONNECT_DEFAULTS", "EVENTS_CHANNEL", "Listener", "Watchdog", "listen",
+           "shut_down_socket"]
 
 # The channels the database notifies on (the NOTIFY contract of the README).
 EVENTS_CHANNEL = "docstatus_events"
@@ -63,6 +66,78 @@ def connect_options(conninfo: str, application_name: str) -> dict[str, Any]:
     return {key: value for key, value in defaults.items() if key not in given}
 
 
+class Watchdog:
+    """Shuts a socket down when a query outlives its deadline, so the blocked call fails.
+
+    One thread while its owner (Subscriber, Listener) runs, started on first use and ended by
+    ``close()``; arming and disarming only take a lock.
+    """
+
+    def __init__(self, interrupt: Callable[[], None]) -> None:
+        self._interrupt = interrupt
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._reason = ""
+        self._sleeping_until: float | None = None
+        self._generation = 0  # a thread runs while its generation is the current one
+        self._running = False
+        self.fired_reason: str | None = None
+
+    def arm(self, timeout: float, reason: str) -> None:
+        with self._cond:
+            self._deadline = time.monotonic() + timeout
+            self._reason = reason
+            if not self._running:
+                self._running = True
+                self._sleeping_until = None
+                threading.Thread(target=self._run, args=(self._generation,),
+                                 name="docstatus-watchdog", daemon=True).start()
+            elif self._sleeping_until is None or self._sleeping_until > self._deadline:
+                self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._deadline = None
+
+    def take_reason(self) -> str | None:
+        reason, self.fired_reason = self.fired_reason, None
+        return reason
+
+    def close(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._running = False
+            self._deadline = None
+            self._cond.notify_all()
+
+    def _run(self, generation: int) -> None:
+        with self._cond:
+            while generation == self._generation:
+                if self._deadline is None:
+                    self._sleeping_until = None
+                    self._cond.wait()
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._sleeping_until = self._deadline
+                    self._cond.wait(remaining)
+                    continue
+                self.fired_reason = self._reason
+                self._deadline = None
+                self._interrupt()
+
+
+def shut_down_socket(conn: psycopg.Connection) -> None:
+    """Makes a call blocked on the connection fail at once (from any thread)."""
+    try:
+        # shutdown() acts on the socket itself, so a duplicate descriptor is enough and
+        # libpq's own descriptor stays valid until the connection is closed.
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass
+
+
 class _ProbeUnanswered(Exception):
     """The health probe did not come back: the connection no longer carries notifications."""
 
@@ -82,6 +157,9 @@ class Listener:
         self.name = name
         self.listening = threading.Event()
         self._probe_channel = f"docstatus_probe_{uuid.uuid4().hex}"
+        self._conn: psycopg.Connection | None = None
+        self._conn_lock = threading.Lock()
+        self._watchdog = Watchdog(self._interrupt)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -91,6 +169,12 @@ class Listener:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+        self._watchdog.close()
+
+    def _interrupt(self) -> None:
+        with self._conn_lock:
+            if self._conn is not None and not self._conn.closed:
+                shut_down_socket(self._conn)
 
     def _run(self) -> None:
         failures = 0
@@ -98,7 +182,10 @@ class Listener:
             try:
                 with psycopg.connect(self.conninfo, autocommit=True,
                                      **connect_options(self.conninfo, self.name)) as conn:
-                    listen(conn, (*self.channels, self._probe_channel))
+                    with self._conn_lock:
+                        self._conn = conn
+                    # Under the watchdog: a half-open socket would block a statement for minutes.
+                    self._guarded(lambda: listen(conn, (*self.channels, self._probe_channel)), "LISTEN")
                     self.listening.set()
                     if failures:
                         log.warning("%s: listening again", self.name,
@@ -109,6 +196,9 @@ class Listener:
                     self._follow(conn)
             except (psycopg.Error, _ProbeUnanswered) as exc:
                 self.listening.clear()
+                with self._conn_lock:
+                    self._conn = None
+                exc = self._watchdog.take_reason() or exc
                 if self._stop.is_set():
                     return
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
@@ -136,4 +226,14 @@ class Listener:
                 token = uuid.uuid4().hex
                 answer_by = now + self.probe_timeout
                 probe_at = now + self.probe_interval
-                conn.execute(load_query("listener_probe"), {"channel": self._probe_channel, "token": token})
+                self._guarded(lambda: conn.execute(load_query("listener_probe"),
+                                                   {"channel": self._probe_channel, "token": token}),
+                              "health probe")
+
+    def _guarded(self, statement: Callable[[], object], what: str) -> None:
+        """Runs a statement that must answer within probe_timeout, else the connection is shut."""
+        self._watchdog.arm(self.probe_timeout, f"{what} got no answer within {self.probe_timeout:g} s")
+        try:
+            statement()
+        finally:
+            self._watchdog.disarm()

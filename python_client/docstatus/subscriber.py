@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import socket
 import threading
 import time
 import uuid
@@ -64,7 +62,7 @@ import psycopg.conninfo
 from psycopg import sql
 
 from docstatus.client import DEFAULT_EVENTS_LIMIT, load_query
-from docstatus.listener import ALERTS_CHANNEL, CONNECT_DEFAULTS, EVENTS_CHANNEL
+from docstatus.listener import ALERTS_CHANNEL, CONNECT_DEFAULTS, EVENTS_CHANNEL, Watchdog, shut_down_socket
 from docstatus.models import Cursor, EventKind, StatusEvent
 
 __all__ = ["ALERTS_CHANNEL", "EVENTS_CHANNEL", "Subscriber"]
@@ -82,67 +80,6 @@ _RECENT_IDS = 20_000
 
 class _ConnectionLost(Exception):
     """The connection stopped working in a way psycopg cannot see (the probe got no answer)."""
-
-
-class _Watchdog:
-    """Shuts a socket down when a query outlives its deadline, so the blocked call fails.
-
-    One thread while the subscriber runs, started on first use and ended by ``close()``;
-    arming and disarming only take a lock.
-    """
-
-    def __init__(self, interrupt: Callable[[], None]) -> None:
-        self._interrupt = interrupt
-        self._cond = threading.Condition()
-        self._deadline: float | None = None
-        self._reason = ""
-        self._sleeping_until: float | None = None
-        self._generation = 0  # a thread runs while its generation is the current one
-        self._running = False
-        self.fired_reason: str | None = None
-
-    def arm(self, timeout: float, reason: str) -> None:
-        with self._cond:
-            self._deadline = time.monotonic() + timeout
-            self._reason = reason
-            if not self._running:
-                self._running = True
-                self._sleeping_until = None
-                threading.Thread(target=self._run, args=(self._generation,),
-                                 name="docstatus-subscriber-watchdog", daemon=True).start()
-            elif self._sleeping_until is None or self._sleeping_until > self._deadline:
-                self._cond.notify()
-
-    def disarm(self) -> None:
-        with self._cond:
-            self._deadline = None
-
-    def take_reason(self) -> str | None:
-        reason, self.fired_reason = self.fired_reason, None
-        return reason
-
-    def close(self) -> None:
-        with self._cond:
-            self._generation += 1
-            self._running = False
-            self._deadline = None
-            self._cond.notify_all()
-
-    def _run(self, generation: int) -> None:
-        with self._cond:
-            while generation == self._generation:
-                if self._deadline is None:
-                    self._sleeping_until = None
-                    self._cond.wait()
-                    continue
-                remaining = self._deadline - time.monotonic()
-                if remaining > 0:
-                    self._sleeping_until = self._deadline
-                    self._cond.wait(remaining)
-                    continue
-                self.fired_reason = self._reason
-                self._deadline = None
-                self._interrupt()
 
 
 class _RecentIds:
@@ -217,7 +154,7 @@ class Subscriber:
 
         self._conn: psycopg.Connection | None = None
         self._conn_lock = threading.Lock()  # guards replacing/closing _conn against _interrupt
-        self._watchdog = _Watchdog(self._interrupt)
+        self._watchdog = Watchdog(self._interrupt)
         self._stopping = threading.Event()
         self._caught_up = threading.Event()
         self._iterating = False
@@ -508,13 +445,7 @@ class Subscriber:
             conn = self._conn
             if conn is None or conn.closed:
                 return
-            try:
-                # shutdown() acts on the socket itself, so a duplicate descriptor is enough and
-                # libpq's own descriptor stays valid until the connection is closed.
-                with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except (OSError, psycopg.Error):
-                pass
+            shut_down_socket(conn)
 
     def _close_connection(self) -> None:
         self._caught_up.clear()
