@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
-import time
 
 import psycopg
 
+from lifecycle import run_clients
 from scratch import dsn_argument, scratch_database
 
 BENCH_DB = "docstatus_bench_worker_path"
@@ -53,30 +52,6 @@ def fill(dsn: str, count: int) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def jobs_per_second(dsn: str, clients: int, seconds: float, path) -> float:
-    counts = [0] * clients
-    ready = threading.Barrier(clients + 1)
-    deadline = [time.perf_counter() + 3600]
-
-    def client(index: int) -> None:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for _ in range(10):  # warm the plans
-                path(conn, f"w{index}")
-            ready.wait()
-            while time.perf_counter() < deadline[0] and path(conn, f"w{index}"):
-                counts[index] += 1
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    started = time.perf_counter()
-    deadline[0] = started + seconds
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - started)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     dsn_argument(parser)
@@ -89,8 +64,8 @@ def main() -> None:
         for clients in (1, 4):
             old, new = [], []
             for _ in range(args.rounds):
-                old.append(jobs_per_second(dsn, clients, args.slice, old_path))
-                new.append(jobs_per_second(dsn, clients, args.slice, new_path))
+                old.append(run_clients(dsn, clients, args.slice, old_path))
+                new.append(run_clients(dsn, clients, args.slice, new_path))
             old_rate, new_rate = statistics.median(old), statistics.median(new)
             print(f"{clients:>8}{old_rate:>10.0f}{new_rate:>10.0f}{new_rate / old_rate:>8.2f}")
 

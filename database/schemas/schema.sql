@@ -984,21 +984,16 @@ BEGIN
         PERFORM docstatus._raise_invalid_argument(format('limit must be positive, got %s', p_limit));
     END IF;
     -- The document is locked with its job (SKIP LOCKED both): the mark_* functions lock the
-    -- document before the job, so waiting here for a document could deadlock with them.
-    WITH picked AS (
-        SELECT c.id FROM docstatus.extraction_jobs c
-          JOIN docstatus.documents d ON d.id = c.document_id
-         WHERE docstatus._is_claimable(c.status, c.worker_id, d.text_extraction_status)
-           AND c.not_before <= now()
-         ORDER BY c.not_before, c.id
-         LIMIT p_limit
-           FOR UPDATE OF c, d SKIP LOCKED),
-    claimed AS (
-        UPDATE docstatus.extraction_jobs j
-           SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
-          FROM picked WHERE j.id = picked.id
-        RETURNING j.id, j.document_id)
-    SELECT array_agg(id), array_agg(document_id) INTO v_job_ids, v_document_ids FROM claimed;
+    -- document before the job, so waiting here for a document could deadlock with them. The ids
+    -- go through arrays, so each later statement is a primary-key lookup whatever p_limit is.
+    SELECT array_agg(picked.id), array_agg(picked.document_id) INTO v_job_ids, v_document_ids
+      FROM (SELECT c.id, c.document_id FROM docstatus.extraction_jobs c
+              JOIN docstatus.documents d ON d.id = c.document_id
+             WHERE docstatus._is_claimable(c.status, c.worker_id, d.text_extraction_status)
+               AND c.not_before <= now()
+             ORDER BY c.not_before, c.id
+             LIMIT p_limit
+               FOR UPDATE OF c, d SKIP LOCKED) AS picked;
     IF v_job_ids IS NULL THEN
         RETURN;
     END IF;
@@ -1009,21 +1004,21 @@ BEGIN
          WHERE id = ANY (v_document_ids);
     END IF;
     RETURN QUERY
-    SELECT j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
-           j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
-           d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
-           d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
-           d.status_entered_at
-      FROM docstatus.extraction_jobs j
-      JOIN docstatus.documents d ON d.id = j.document_id
-     WHERE j.id = ANY (v_job_ids)
-     ORDER BY j.not_before, j.id;
+    UPDATE docstatus.extraction_jobs j
+       SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
+      FROM docstatus.documents d
+     WHERE j.id = ANY (v_job_ids) AND d.id = j.document_id
+    RETURNING j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
+              j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
+              d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
+              d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
+              d.status_entered_at;
 END;
 $$;
 COMMENT ON FUNCTION docstatus.claim_jobs IS
     'Up to p_limit jobs for a worker with that many free slots, as claim_extraction_job claims one '
     '(unheld, of a ''ready'' document, not_before come, longest waiting first, SKIP LOCKED), each '
-    'with its document. With p_start_ocr the documents move to (''in progress'', ''ocr running'') '
+    'with its document, in no particular order. With p_start_ocr the documents move to (''in progress'', ''ocr running'') '
     'in the same transaction, as mark_ocr_running would. Zero rows when none is free.';
 
 CREATE FUNCTION docstatus.next_job_due() RETURNS interval
