@@ -314,21 +314,4 @@ END;
 $$;
 DROP FUNCTION docstatus._require_lease(bigint, text, bigint, text, timestamptz, boolean);
 
-ALTER TABLE docstatus.stage_slas DROP CONSTRAINT stage_slas_state;
-ALTER TABLE docstatus.stage_slas ADD CONSTRAINT stage_slas_state CHECK (
-        (state, text_extraction_status, processing_status) IN (
-            ('uploaded',    'not ready',   'pending extraction'),
-            ('queued',      'ready',       'pending extraction'),
-            ('ocr running', 'in progress', 'ocr running'),
-            ('llm running', 'in progress', 'llm running')));
-ALTER TABLE docstatus.documents DROP CONSTRAINT documents_status_pair;
-ALTER TABLE docstatus.documents ADD CONSTRAINT documents_status_pair CHECK (
-        (text_extraction_status, processing_status) IN (
-            ('not ready',   'pending extraction'),  -- uploaded
-            ('ready',       'pending extraction'),  -- queued
-            ('in progress', 'ocr running'),
-            ('in progress', 'llm running'),
-            ('completed',   'done'),
-            ('failed',      'failed')));
-DROP FUNCTION docstatus._state_of(text, text, boolean);
 DROP TABLE docstatus.document_states;

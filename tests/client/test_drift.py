@@ -4,6 +4,7 @@ import dataclasses
 import inspect
 import re
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -121,3 +122,38 @@ def test_document_states_spell_the_status_enums(conn):
     rows = conn.execute("SELECT text_extraction_status, processing_status FROM docstatus.document_states").fetchall()
     assert {text for text, _ in rows} == {member.value for member in TextExtractionStatus}
     assert {processing for _, processing in rows} == {member.value for member in ProcessingStatus}
+
+
+def test_the_pair_checks_accept_exactly_the_document_states(conn):
+    """The CHECKs keep literal lists (a CHECK must not read a table); they must name the same pairs.
+
+    Copies of the two tables with their CHECKs but without triggers take every combination of
+    the known strings; what they accept must be document_states (all six, or the non-final four).
+    """
+    conn.execute("CREATE TEMP TABLE pair_probe (LIKE docstatus.documents INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+    conn.execute("CREATE TEMP TABLE sla_probe (LIKE docstatus.stage_slas INCLUDING CONSTRAINTS)")
+    states = conn.execute(
+        "SELECT state, text_extraction_status, processing_status, final FROM docstatus.document_states").fetchall()
+    accepted_pairs, accepted_slas = set(), set()
+    for text in TextExtractionStatus:
+        for processing in ProcessingStatus:
+            with conn.transaction(force_rollback=True):
+                try:
+                    with conn.transaction():
+                        conn.execute("INSERT INTO pair_probe (id, blob_container, blob_name, filename,"
+                                     " text_extraction_status, processing_status)"
+                                     " VALUES (1, 'docs', 'b', 'f', %s, %s)", (text.value, processing.value))
+                    accepted_pairs.add((text.value, processing.value))
+                except psycopg.errors.CheckViolation:
+                    pass
+            for state, *_ in states:
+                with conn.transaction(force_rollback=True):
+                    try:
+                        with conn.transaction():
+                            conn.execute("INSERT INTO sla_probe VALUES (%s, %s, %s, '1 minute')",
+                                         (state, text.value, processing.value))
+                        accepted_slas.add((state, text.value, processing.value))
+                    except psycopg.errors.CheckViolation:
+                        pass
+    assert accepted_pairs == {(text, processing) for _, text, processing, _ in states}
+    assert accepted_slas == {(state, text, processing) for state, text, processing, final in states if not final}
