@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from docstatus.async_client import AsyncClient
 from docstatus.client import Client
 from docstatus.errors import (
+    CursorTooOld,
     DocStatusError,
     DocumentJobMismatch,
     InvalidArgument,
@@ -25,6 +26,7 @@ from docstatus.models import (
     EventKind,
     ExtractionJob,
     FailurePattern,
+    HistoryMaintenance,
     JobOverview,
     JobStatus,
     MaintenanceAction,
@@ -42,6 +44,7 @@ __all__ = [
     "ClaimedJob",
     "Client",
     "Cursor",
+    "CursorTooOld",
     "DocStatusError",
     "Document",
     "DocumentJobMismatch",
@@ -53,6 +56,7 @@ __all__ = [
     "EventKind",
     "ExtractionJob",
     "FailurePattern",
+    "HistoryMaintenance",
     "InvalidArgument",
     "InvalidTransition",
     "JobOverview",

@@ -21,7 +21,7 @@ from docstatus.client import (
 from docstatus.errors import translated
 from docstatus.models import (
     ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
-    ExtractionJob, FailurePattern, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
+    ExtractionJob, FailurePattern, HistoryMaintenance, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
     StatusEvent, StuckAlert, StuckDocument,
 )
 
@@ -198,6 +198,10 @@ class AsyncClient:
     async def status_counters_folded_below(self) -> int:
         return _scalar(await self._rows("status_counters_folded_below"))
 
+    @calls("maintain_history")
+    async def maintain_history(self) -> HistoryMaintenance:
+        return _one(HistoryMaintenance, await self._rows("maintain_history"))
+
     @calls("normalise_error")
     async def normalise_error(self, message: str | None) -> str | None:
         return _scalar(await self._rows("normalise_error", {"message": message}))
@@ -241,6 +245,9 @@ class AsyncClient:
     async def stage_snapshot(self, stages: list[str]) -> tuple[Cursor, list[StageEntry]]:
         rows = await self._rows("stage_snapshot", {"stages": stages})
         return _stage_snapshot(rows)
+
+    async def in_recovery(self) -> bool:
+        return _scalar(await self._rows("in_recovery"))
 
     async def get_document(self, document_id: int) -> Document | None:
         return _first(Document, await self._rows("get_document", {"document_id": document_id}))

@@ -47,7 +47,7 @@ from psycopg.rows import tuple_row
 from docstatus.errors import translated
 from docstatus.models import (
     ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
-    ExtractionJob, FailurePattern, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
+    ExtractionJob, FailurePattern, HistoryMaintenance, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
     ProcessingStatus, StatusEvent, StuckAlert, StuckDocument,
 )
 
@@ -295,6 +295,11 @@ class Client:
         """The transaction id below which every event is already in the status counters."""
         return _scalar(self._rows("status_counters_folded_below"))
 
+    @calls("maintain_history")
+    def maintain_history(self) -> HistoryMaintenance:
+        """Creates the coming status_events partitions and drops those past settings.history_retention."""
+        return _one(HistoryMaintenance, self._rows("maintain_history"))
+
     @calls("normalise_error")
     def normalise_error(self, message: str | None) -> str | None:
         """An error message with its variable parts replaced, as failure_summary groups it."""
@@ -355,6 +360,10 @@ class Client:
         return _stage_snapshot(rows)
 
     # --- read helpers -----------------------------------------------------------------------
+
+    def in_recovery(self) -> bool:
+        """Whether this server is a hot standby (``pg_is_in_recovery()``): reads only."""
+        return _scalar(self._rows("in_recovery"))
 
     def get_document(self, document_id: int) -> Document | None:
         """The document, or None when there is no such id."""

@@ -17,6 +17,8 @@ from typing import Any
 
 import psycopg
 
+from docstatus.models import Cursor
+
 
 class DocStatusError(Exception):
     """Base of every error the docstatus database raises on purpose.
@@ -83,6 +85,30 @@ class DocumentJobMismatch(DocStatusError):
     text_extraction_status = DetailField("text_extraction_status")
     has_active_job = DetailField("has_active_job")
 
+class CursorTooOld(DocStatusError):
+    """DS007: the cursor is older than the retained history (``settings.history_retention``):
+    events after it were dropped. ``oldest_cursor`` is where the kept history starts; resume
+    from it once whatever needed the missing events has been rebuilt."""
+
+    @property
+    def cursor(self) -> Cursor | None:
+        """The cursor that was asked for, a ``Cursor``."""
+        return _cursor_of(self.detail, "after_tx", "after_id")
+
+    @property
+    def oldest_cursor(self) -> Cursor | None:
+        """The oldest cursor ``events_after`` accepts, a ``Cursor``."""
+        return _cursor_of(self.detail, "oldest_tx", "oldest_id")
+
+
+def _cursor_of(detail: dict[str, Any], tx_key: str, id_key: str) -> Cursor | None:
+    # The transaction id is JSON text: an xid8 may not fit a JSON number in every language.
+    try:
+        return Cursor(int(detail[tx_key]), int(detail[id_key]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 class PermissionDenied(DocStatusError):
     """42501: the role may not call this function (e.g. a reader registering a document)."""
 
@@ -94,6 +120,7 @@ _CLASS_OF_SQLSTATE: dict[str, type[DocStatusError]] = {
     "DS003": InvalidArgument,
     "DS004": LeaseLost,
     "DS005": DocumentJobMismatch,
+    "DS007": CursorTooOld,
     "42501": PermissionDenied,
     "23514": InvalidArgument,
 }

@@ -172,6 +172,25 @@ class StatusEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryMaintenance:
+    """What one ``docstatus.maintain_history()`` run did."""
+
+    partitions_created: int
+    partitions_dropped: int
+    oldest_cursor_tx: int  # with oldest_cursor_id: the oldest cursor events_after accepts
+    oldest_cursor_id: int
+    managed_by: str | None  # 'pg_partman' or 'built-in'; None when another run was busy
+
+    @property
+    def oldest_cursor(self) -> Cursor:
+        return Cursor(self.oldest_cursor_tx, self.oldest_cursor_id)
+
+    @classmethod
+    def from_row(cls, row: tuple) -> HistoryMaintenance:
+        return cls(*row)
+
+
+@dataclass(frozen=True, slots=True)
 class EventDelivery:
     """The row of ``docstatus.event_delivery``: how far ``events_after`` is held back."""
 

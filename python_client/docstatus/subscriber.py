@@ -21,6 +21,11 @@ How each way of losing events is closed:
 - ``settings.notify_events = false``: it reads ``events_after`` every ``poll_interval`` seconds
   instead, still waking at once on ``docstatus_alerts``. The setting is read at connect time and
   at every probe;
+- a hot standby (``pg_is_in_recovery()``): NOTIFY is not replicated and LISTEN is refused
+  there, so it reads ``events_after`` every ``poll_interval`` seconds, without probes (every
+  query still has its deadline); when the standby is promoted it reconnects and listens;
+- history dropped by ``settings.history_retention`` past its cursor: ``events_after`` raises
+  DS007 and the subscriber raises ``CursorTooOld`` to the caller instead of skipping events;
 - a long-open transaction anywhere in the cluster holds ``events_after`` back (see the view
   ``docstatus.event_delivery``): when a notification names an event it could not read yet, it
   reads again with a growing delay until that transaction ends.
@@ -62,6 +67,7 @@ import psycopg.conninfo
 from psycopg import sql
 
 from docstatus.client import DEFAULT_EVENTS_LIMIT, load_query
+from docstatus.errors import translated
 from docstatus.listener import ALERTS_CHANNEL, CONNECT_DEFAULTS, EVENTS_CHANNEL, Watchdog, shut_down_socket
 from docstatus.models import Cursor, EventKind, StatusEvent
 
@@ -164,6 +170,7 @@ class Subscriber:
 
         # Per-connection state, reset by _open.
         self._notify_events = True
+        self._standby = False
         self._wake = False
         self._hints: set[int] = set()
         self._recent = _RecentIds(_RECENT_IDS)
@@ -191,7 +198,7 @@ class Subscriber:
     @property
     def polling(self) -> bool:
         """True while event notifications are off and the log is read every poll_interval."""
-        return self._all_events and not self._notify_events
+        return self._standby or (self._all_events and not self._notify_events)
 
     def wait_caught_up(self, timeout: float | None = None) -> bool:
         """Waits until the subscriber listens and has handed out every event that was
@@ -296,9 +303,14 @@ class Subscriber:
                 conn.close()
                 raise _ConnectionLost("stopping")
             self._conn = conn
-        for channel in (*self._listen_channels, self._probe_channel):
-            # LISTEN takes no parameter: the name goes in as an identifier.
-            self._run(sql.SQL("LISTEN {}").format(sql.Identifier(channel)), None, f"LISTEN {channel}")  # type: ignore[arg-type]
+        ((self._standby,),) = self._run(load_query("in_recovery"), None, "asking pg_is_in_recovery()")
+        if self._standby:
+            log.info("docstatus subscriber: %s is a hot standby, polling every %g s", conn.info.host,
+                     self._poll_interval)
+        else:
+            for channel in (*self._listen_channels, self._probe_channel):
+                # LISTEN takes no parameter: the name goes in as an identifier.
+                self._run(sql.SQL("LISTEN {}").format(sql.Identifier(channel)), None, f"LISTEN {channel}")  # type: ignore[arg-type]
         if self._cursor is None:
             ((xmin,),) = self._run(load_query("subscriber_start_cursor"), None, "reading the start cursor")
             self._cursor = Cursor(xmin, 0)
@@ -309,7 +321,8 @@ class Subscriber:
         self._retry_at = None
         self._retry_delay = 0.0
         self._next_poll_at = now + self._poll_interval
-        self._next_probe_at = now + self._probe_interval
+        # A standby cannot NOTIFY itself; its queries' deadlines catch a dead connection.
+        self._next_probe_at = float("inf") if self._standby else now + self._probe_interval
 
     def _follow(self) -> Iterator[StatusEvent]:
         while not self._stopping.is_set():
@@ -336,8 +349,9 @@ class Subscriber:
         query = load_query("events_after")
         while True:
             tx_id, event_id = self._cursor  # type: ignore[misc]
-            rows = self._run(query, {"after_tx": tx_id, "after_id": event_id, "limit": self._batch_size},
-                             "reading events_after")
+            with translated():  # DS007 reaches the caller as CursorTooOld: the events are gone
+                rows = self._run(query, {"after_tx": tx_id, "after_id": event_id, "limit": self._batch_size},
+                                 "reading events_after")
             for row in rows:
                 event = StatusEvent.from_row(row)
                 self._cursor = event.cursor
@@ -352,6 +366,8 @@ class Subscriber:
         self._caught_up.set()
         now = time.monotonic()
         self._next_poll_at = now + self._poll_interval
+        if self._standby:
+            self._read_state()  # raises _ConnectionLost once the standby has been promoted
         if not self._hints:
             self._retry_at = None
             self._retry_delay = 0.0
@@ -386,8 +402,10 @@ class Subscriber:
     def _read_state(self) -> bool:
         """Reads settings.notify_events; returns whether committed events wait after the cursor."""
         tx_id, event_id = self._cursor  # type: ignore[misc]
-        ((waiting, notify_events),) = self._run(
+        ((waiting, notify_events, standby),) = self._run(
             load_query("subscriber_state"), {"after_tx": tx_id, "after_id": event_id}, "reading the subscriber state")
+        if self._standby and not standby:
+            raise _ConnectionLost("the standby was promoted: reconnecting to listen")
         if notify_events != self._notify_events:
             log.info("docstatus subscriber: settings.notify_events is %s, %s", notify_events,
                      "following notifications" if notify_events else f"polling every {self._poll_interval:g} s")

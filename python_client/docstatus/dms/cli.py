@@ -43,10 +43,12 @@ def upload(files: tuple[Path, ...], container: str, dsn: str, blob_connection_st
     from psycopg_pool import ConnectionPool
 
     from docstatus.dms.store import DocumentStore
+    from docstatus.ops.db import refuse_standby
 
     # One plain connection first: a pool would keep retrying, and hide libpq's reason.
     try:
-        psycopg.connect(dsn).close()
+        with psycopg.connect(dsn) as probe:
+            refuse_standby(probe)
     except psycopg.Error as exc:
         raise click.ClickException(f"cannot reach PostgreSQL: {str(exc).strip()}") from exc
     pool = ConnectionPool(dsn, min_size=1, max_size=jobs, kwargs={"autocommit": True}, open=True)

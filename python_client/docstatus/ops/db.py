@@ -20,6 +20,8 @@ from docstatus.options import EXIT_NOT_FOUND
 # libpq waits forever for a host that drops packets; a command should say so within seconds.
 CONNECT_TIMEOUT = 10
 
+READ_ONLY_STANDBY = "read-only standby: use the primary's DSN"
+
 
 class DocumentNotFound(click.ClickException):
     """``document 42 not found``, exit status 2."""
@@ -105,6 +107,9 @@ def database_errors(dsn: str) -> Iterator[None]:
     except psycopg.OperationalError as exc:
         raise click.ClickException(
             f"lost the connection to PostgreSQL at {redact_dsn(dsn)}: {one_line(str(exc), secret)}") from exc
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        # A hot standby (or default_transaction_read_only): reads work there, writes never will.
+        raise click.ClickException(READ_ONLY_STANDBY) from exc
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction,
             psycopg.errors.InvalidSchemaName) as exc:
         raise click.ClickException(
@@ -112,6 +117,15 @@ def database_errors(dsn: str) -> Iterator[None]:
     except psycopg.Error as exc:
         error = translate(exc)
         raise click.ClickException(one_line(str(error or exc), secret)) from exc
+
+
+def refuse_standby(conn: psycopg.Connection) -> None:
+    """A writing command stops at once on a hot standby, in one line, instead of failing on
+    every write it tries."""
+    from docstatus.client import Client
+
+    if Client(conn).in_recovery():
+        raise click.ClickException(READ_ONLY_STANDBY)
 
 
 @contextmanager

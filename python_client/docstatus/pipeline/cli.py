@@ -61,6 +61,7 @@ def worker(dsn: str, blob_connection_string: str | None, concurrency: int, once:
     import psycopg
     import psycopg_pool
 
+    from docstatus.ops.db import refuse_standby
     from docstatus.pipeline.logjson import configure_json_logging
     from docstatus.pipeline.worker import Worker
 
@@ -68,6 +69,8 @@ def worker(dsn: str, blob_connection_string: str | None, concurrency: int, once:
     ocr = load_object(ocr_spec) if ocr_spec else None
     llm = load_object(llm_spec) if llm_spec else None
     try:
+        with psycopg.connect(dsn) as probe:
+            refuse_standby(probe)  # a worker only writes
         pipeline = Worker(dsn, blob_connection_string, ocr=ocr, llm=llm, concurrency=concurrency,
                           worker_id=worker_id, lease=timedelta(seconds=lease), grace_period=grace_period,
                           poll_interval=poll_interval)

@@ -11,8 +11,8 @@ stop the worker: it goes on with the next one. Idle, a thread sleeps until ``nex
 
 Beside them: a heartbeat thread extends the leases of running jobs; a listener wakes idle
 threads when a job is created (NOTIFY), with a slow poll as the safety net; a maintenance
-thread calls ``run_maintenance`` (the reaper and ``check_stuck``, one session at a time across
-the fleet), so a job of a worker killed with SIGKILL fails 'lease expired' and is
+thread calls ``run_maintenance`` (the reaper, ``check_stuck`` and the history's upkeep, one
+session at a time across the fleet), so a job of a worker killed with SIGKILL fails 'lease expired' and is
 retried elsewhere.
 
 Stopping (SIGTERM/SIGINT, or ``stop()``): no more claims; running jobs may finish within
@@ -317,8 +317,8 @@ class Worker:
         if stuck:
             log.warning("%s document(s) newly stuck (see docstatus.stuck_documents)", stuck,
                         extra={"fields": {"event": "stuck documents", "count": stuck}})
-        for failed in (action for action in actions if action.action == "stuck check failed"):
-            log.warning("stuck check failed: %s", failed.error_message,
+        for failed in (action for action in actions if action.action in ("stuck check failed", "history upkeep failed")):
+            log.warning("%s: %s", failed.action, failed.error_message,
                         extra={"fields": {"event": "maintenance failed", "error": failed.error_message}})
         if reaped:
             self._wakeup.notify()  # their retries may be due soon: look again
