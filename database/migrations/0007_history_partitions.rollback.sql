@@ -1,8 +1,8 @@
 -- Back to one unpartitioned status_events holding every retained event (those retention
 -- dropped stay gone), with the indexes, triggers and views it has now.
 
-DROP EVENT TRIGGER docstatus_guard_history_drop;
-DROP EVENT TRIGGER docstatus_guard_history_detach;
+DROP EVENT TRIGGER IF EXISTS docstatus_guard_history_drop;
+DROP EVENT TRIGGER IF EXISTS docstatus_guard_history_detach;
 DROP FUNCTION docstatus._guard_history();
 -- run_maintenance as 0005 made it, without the history upkeep.
 COMMENT ON TYPE docstatus.maintenance_action IS

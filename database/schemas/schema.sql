@@ -2104,10 +2104,23 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._guard_history IS
     'Internal: refuses DROP or DETACH of a status_events partition outside maintain_history (DS006).';
-CREATE EVENT TRIGGER docstatus_guard_history_drop ON sql_drop
-    EXECUTE FUNCTION docstatus._guard_history();
-CREATE EVENT TRIGGER docstatus_guard_history_detach ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-    EXECUTE FUNCTION docstatus._guard_history();
+-- Only a superuser may create event triggers. Managed services often install as a non-superuser:
+-- there the guard is left out (with a notice) rather than failing the install. Application roles
+-- never own the partitions, so they cannot drop or detach them either way; the guard protects
+-- history from the owner's own mistakes.
+DO $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        CREATE EVENT TRIGGER docstatus_guard_history_drop ON sql_drop
+            EXECUTE FUNCTION docstatus._guard_history();
+        CREATE EVENT TRIGGER docstatus_guard_history_detach ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+            EXECUTE FUNCTION docstatus._guard_history();
+    ELSE
+        RAISE NOTICE 'docstatus: not a superuser, so no event triggers guard status_events partitions '
+                     'against DROP/DETACH by their owner';
+    END IF;
+END;
+$$;
 
 ------------------------------------------------------------------------------------------------
 -- Roles: least privilege. Roles are cluster-wide, so they are created only when missing.
