@@ -48,44 +48,39 @@ The cursor moves past an event when it is handed out: persist ``event.cursor`` (
 its notifications, and PostgreSQL's NOTIFY queue (shared by the whole cluster) grows meanwhile.
 
 Reconnects are logged at WARNING on the ``docstatus.subscriber`` logger, with the reason.
+
+The connection, its deadlines, the probe and the reconnect loop are ``docstatus.listener``'s,
+shared with every other LISTENer of the package.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import psycopg
-import psycopg.conninfo
-from psycopg import sql
-
 from docstatus.client import DEFAULT_EVENTS_LIMIT, load_query
 from docstatus.errors import translated
-from docstatus.listener import ALERTS_CHANNEL, CONNECT_DEFAULTS, EVENTS_CHANNEL, Watchdog, shut_down_socket
+from docstatus.listener import (
+    ALERTS_CHANNEL,
+    EVENTS_CHANNEL,
+    ConnectionLost,
+    ListenConnection,
+    probe_unanswered,
+    reconnecting,
+)
 from docstatus.models import Cursor, EventKind, StatusEvent
 
 __all__ = ["ALERTS_CHANNEL", "EVENTS_CHANNEL", "Subscriber"]
 
 log = logging.getLogger("docstatus.subscriber")
 
-# The listener's keepalives (docstatus.listener), unless the caller chose otherwise.
-_CONNECT_DEFAULTS = {"application_name": "docstatus-subscriber", **CONNECT_DEFAULTS}
-
-# A connection that lived this long counts as healthy: the next loss reconnects at once.
-_STABLE_AFTER = 1.0
 # Event ids read recently: a notification that arrives after its event was read is no news.
 _RECENT_IDS = 20_000
-
-
-class _ConnectionLost(Exception):
-    """The connection stopped working in a way psycopg cannot see (the probe got no answer)."""
 
 
 class _RecentIds:
@@ -140,11 +135,9 @@ class Subscriber:
             raise ValueError(f"channels must be {EVENTS_CHANNEL!r} and/or {ALERTS_CHANNEL!r}, got {channels!r}")
         if batch_size < 1 or min(poll_interval, probe_interval, probe_timeout, query_timeout) <= 0:
             raise ValueError("batch_size, intervals and timeouts must be positive")
-        self._dsn = dsn
         self._all_events = EVENTS_CHANNEL in channels
         # Alerts are listened to in every case: they are what wakes a polling subscriber at once.
-        self._listen_channels = (EVENTS_CHANNEL, ALERTS_CHANNEL) if self._all_events else (ALERTS_CHANNEL,)
-        self._probe_channel = f"docstatus_probe_{uuid.uuid4().hex}"
+        listen_channels = (EVENTS_CHANNEL, ALERTS_CHANNEL) if self._all_events else (ALERTS_CHANNEL,)
         self._cursor: Cursor | None = Cursor.parse(since) if isinstance(since, str) else since
         self._document_ids = None if document_ids is None else frozenset(document_ids)
         self._kinds = None if kinds is None else frozenset(EventKind(kind) for kind in kinds)
@@ -156,12 +149,10 @@ class Subscriber:
         self._query_timeout = query_timeout
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max_reconnect_delay
-        self._connect_kwargs = self._with_connect_defaults(dsn, connect_kwargs or {})
-
-        self._conn: psycopg.Connection | None = None
-        self._conn_lock = threading.Lock()  # guards replacing/closing _conn against _interrupt
-        self._watchdog = Watchdog(self._interrupt)
         self._stopping = threading.Event()
+        # The listener's keepalives, unless the caller chose otherwise in dsn or connect_kwargs.
+        self._connection = ListenConnection(dsn, listen_channels, application_name="docstatus-subscriber",
+                                            stop=self._stopping, connect_kwargs=connect_kwargs)
         self._caught_up = threading.Event()
         self._iterating = False
         self._thread: threading.Thread | None = None
@@ -178,8 +169,6 @@ class Subscriber:
         self._retry_delay = 0.0
         self._next_poll_at = 0.0
         self._next_probe_at = 0.0
-        self._probe_token: str | None = None
-        self._probe_answered = False
 
     # --- public surface ---------------------------------------------------------------------
 
@@ -192,8 +181,7 @@ class Subscriber:
     @property
     def backend_pid(self) -> int | None:
         """The server process of the current connection, None while disconnected."""
-        conn = self._conn
-        return None if conn is None or conn.closed else conn.info.backend_pid
+        return self._connection.backend_pid
 
     @property
     def polling(self) -> bool:
@@ -236,14 +224,14 @@ class Subscriber:
     def stop(self, timeout: float | None = 10.0) -> None:
         """Ends the iteration (or the callback thread) and closes the connection."""
         self._stopping.set()
-        self._interrupt()
+        self._connection.interrupt()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         if not self._iterating:
             # Otherwise the iterating generator closes it on its way out: closing a connection
             # another thread is waiting on would pull the socket from under it.
             self._close_connection()
-        self._watchdog.close()
+        self._connection.stop_watchdog()
 
     close = stop
 
@@ -257,60 +245,32 @@ class Subscriber:
 
     def _events(self) -> Iterator[StatusEvent]:
         self._iterating = True
-        failures = 0
         try:
-            while not self._stopping.is_set():
-                connected_at = None
-                try:
-                    self._open()
-                    connected_at = time.monotonic()
-                    yield from self._follow()
-                    return
-                except (psycopg.OperationalError, _ConnectionLost) as exc:
-                    if self._stopping.is_set():
-                        return
-                    reason = self._watchdog.take_reason() or _describe(exc)
-                    self._close_connection()
-                    if connected_at is not None and time.monotonic() - connected_at >= _STABLE_AFTER:
-                        failures = 0
-                    delay = self._backoff(failures)
-                    failures += 1
-                    self.reconnects += 1
-                    log.warning(
-                        "docstatus subscriber %s (%s); reconnecting in %.2f s, resuming after cursor %s",
-                        "could not connect" if connected_at is None else "lost its connection",
-                        reason, delay, self._cursor,
-                    )
-                    if self._stopping.wait(delay):
-                        return
+            yield from reconnecting(self._connection, self._open, self._follow, stop=self._stopping,
+                                    on_lost=self._on_lost, reconnect_delay=self._reconnect_delay,
+                                    max_reconnect_delay=self._max_reconnect_delay)
         finally:
             self._iterating = False
             self._close_connection()
-            self._watchdog.close()
+            self._connection.stop_watchdog()
 
-    def _backoff(self, failures: int) -> float:
-        """0 for the first retry, then exponential with jitter, capped."""
-        if failures == 0:
-            return 0.0
-        delay = min(self._max_reconnect_delay, self._reconnect_delay * 2 ** (failures - 1))
-        return delay * random.uniform(0.5, 1.0)
+    def _on_lost(self, reason: str, delay: float, was_connected: bool) -> None:
+        self._caught_up.clear()
+        self.reconnects += 1
+        log.warning(
+            "docstatus subscriber %s (%s); reconnecting in %.2f s, resuming after cursor %s",
+            "lost its connection" if was_connected else "could not connect", reason, delay, self._cursor,
+        )
 
     def _open(self) -> None:
         """Connects, LISTENs, then reads the settings and (first time only) the start cursor."""
-        conn = psycopg.connect(self._dsn, autocommit=True, **self._connect_kwargs)
-        with self._conn_lock:
-            if self._stopping.is_set():
-                conn.close()
-                raise _ConnectionLost("stopping")
-            self._conn = conn
+        self._connection.open()
         ((self._standby,),) = self._run(load_query("in_recovery"), None, "asking pg_is_in_recovery()")
         if self._standby:
-            log.info("docstatus subscriber: %s is a hot standby, polling every %g s", conn.info.host,
+            log.info("docstatus subscriber: %s is a hot standby, polling every %g s", self._connection.host,
                      self._poll_interval)
         else:
-            for channel in (*self._listen_channels, self._probe_channel):
-                # LISTEN takes no parameter: the name goes in as an identifier.
-                self._run(sql.SQL("LISTEN {}").format(sql.Identifier(channel)), None, f"LISTEN {channel}")  # type: ignore[arg-type]
+            self._connection.listen(self._query_timeout)
         if self._cursor is None:
             ((xmin,),) = self._run(load_query("subscriber_start_cursor"), None, "reading the start cursor")
             self._cursor = Cursor(xmin, 0)
@@ -384,16 +344,12 @@ class Subscriber:
 
     def _probe(self) -> None:
         """A NOTIFY to ourselves must come back within probe_timeout, else the connection is dead."""
-        reason = f"health probe got no answer within {self._probe_timeout:g} s"
-        self._probe_token = uuid.uuid4().hex
-        self._probe_answered = False
         deadline = time.monotonic() + self._probe_timeout
-        self._run(load_query("listener_probe"), {"channel": self._probe_channel, "token": self._probe_token},
-                  reason, timeout=self._probe_timeout)
-        while not self._probe_answered:
+        self._connection.send_probe(self._probe_timeout)
+        while self._connection.probe_pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _ConnectionLost(reason)
+                raise probe_unanswered(self._probe_timeout)
             self._wait(remaining)
         if self._read_state():
             self._wake = True  # a safety net: nothing should be waiting that no notification announced
@@ -405,7 +361,7 @@ class Subscriber:
         ((waiting, notify_events, standby),) = self._run(
             load_query("subscriber_state"), {"after_tx": tx_id, "after_id": event_id}, "reading the subscriber state")
         if self._standby and not standby:
-            raise _ConnectionLost("the standby was promoted: reconnecting to listen")
+            raise ConnectionLost("the standby was promoted: reconnecting to listen")
         if notify_events != self._notify_events:
             log.info("docstatus subscriber: settings.notify_events is %s, %s", notify_events,
                      "following notifications" if notify_events else f"polling every {self._poll_interval:g} s")
@@ -414,13 +370,7 @@ class Subscriber:
 
     def _wait(self, timeout: float) -> None:
         """Waits up to timeout for notifications and takes note of them."""
-        conn = self._conn
-        assert conn is not None
-        for notify in conn.notifies(timeout=timeout, stop_after=1):
-            if notify.channel == self._probe_channel:
-                if notify.payload == self._probe_token:
-                    self._probe_answered = True
-                continue
+        for notify in self._connection.notifies(timeout, stop_after=1):
             if notify.channel == EVENTS_CHANNEL:
                 # Notifications flow, so the connection is alive: no probe needed yet.
                 self._next_probe_at = time.monotonic() + self._probe_interval
@@ -442,46 +392,13 @@ class Subscriber:
 
     # --- the connection ---------------------------------------------------------------------
 
-    def _run(self, query: str | sql.Composed, params: dict[str, Any] | None, what: str,
-             timeout: float | None = None) -> list[tuple]:
-        """Runs one query under the watchdog; its rows (none for a command)."""
-        conn = self._conn
-        if conn is None:
-            raise _ConnectionLost("not connected")
-        timeout = self._query_timeout if timeout is None else timeout
-        reason = what if what.startswith("health probe") else f"{what} got no answer within {timeout:g} s"
-        self._watchdog.arm(timeout, reason)
-        try:
-            cursor = conn.execute(query, params)  # type: ignore[arg-type]
-            return cursor.fetchall() if cursor.description is not None else []
-        finally:
-            self._watchdog.disarm()
-
-    def _interrupt(self) -> None:
-        """Makes a call blocked on the connection fail at once (thread-safe)."""
-        with self._conn_lock:
-            conn = self._conn
-            if conn is None or conn.closed:
-                return
-            shut_down_socket(conn)
+    def _run(self, query: str, params: dict[str, Any] | None, what: str) -> list[tuple[Any, ...]]:
+        """Runs one query under the connection's deadline (query_timeout); its rows."""
+        return self._connection.run(query, params, what, self._query_timeout)
 
     def _close_connection(self) -> None:
         self._caught_up.clear()
-        with self._conn_lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to say goodbye
-                pass
-
-    @staticmethod
-    def _with_connect_defaults(dsn: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        given = set(psycopg.conninfo.conninfo_to_dict(dsn)) | set(kwargs)
-        merged = {key: value for key, value in _CONNECT_DEFAULTS.items() if key not in given}
-        merged.update(kwargs)
-        merged.pop("autocommit", None)  # always autocommit: LISTEN and NOTIFY act at commit
-        return merged
+        self._connection.disconnect()
 
 
 def _event_id_of(payload: str) -> int | None:
@@ -490,10 +407,3 @@ def _event_id_of(payload: str) -> int | None:
     except (ValueError, AttributeError):
         return None
     return event_id if isinstance(event_id, int) and not isinstance(event_id, bool) else None
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, _ConnectionLost):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
