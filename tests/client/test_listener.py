@@ -4,7 +4,7 @@ import threading
 
 import psycopg
 
-from docstatus.listener import EVENTS_CHANNEL, Listener
+from docstatus.listener import EVENTS_CHANNEL, Listener, connect_options
 
 from .helpers import TcpProxy, dsn_via, wait_until
 
@@ -58,3 +58,12 @@ def test_a_half_open_connection_fails_its_health_probe_and_is_replaced(db_dsn, c
     finally:
         listener.stop()
         proxy.close()
+
+
+def test_connect_options_keep_what_the_caller_set_and_never_autocommit():
+    options = connect_options("host=db keepalives_idle=5", "docstatus-test",
+                              {"connect_timeout": 3, "autocommit": False})
+    assert "keepalives_idle" not in options  # the conninfo's own value stays
+    assert options["connect_timeout"] == 3
+    assert options["keepalives"] == 1 and options["application_name"] == "docstatus-test"
+    assert "autocommit" not in options  # a listening connection is always autocommit
