@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-from-pyproject
 
 PYTEST_ARGS ?=
 
-.PHONY: venv azurite test migrate bench clean migration-checksums
+.PHONY: venv azurite test lint migrate bench clean migration-checksums
 
 # Azurite (the Azure Blob Storage emulator) from npm, pinned: newer releases need a newer Node.
 AZURITE_VERSION := 3.35.0
@@ -29,6 +29,12 @@ $(STAMP): pyproject.toml | $(PY)
 # (as the postgres user when run as root), or use $DOCSTATUS_TEST_DSN if set.
 test: $(STAMP) $(AZURITE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (lint and import order) and mypy (strict on the client library), as configured in
+# pyproject.toml. CI runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 azurite: $(AZURITE_STAMP)
 
@@ -68,6 +74,6 @@ migration-checksums:
 	done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build dist
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache .mypy_cache build dist
 	find . -name __pycache__ -type d -not -path './.local/*' -prune -exec rm -rf {} +
 	rm -rf python_client/*.egg-info

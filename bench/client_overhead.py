@@ -23,11 +23,10 @@ from pathlib import Path
 
 import psycopg
 from psycopg_pool import ConnectionPool
-
 from scratch import dsn_argument, scratch_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python_client"))
-from docstatus import Client  # noqa: E402
+from docstatus import Client
 
 BENCH_DB = "docstatus_bench_client"
 

@@ -31,9 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
+from scratch import dsn_argument, scratch_database
 
 from docstatus.dev.azurite import Azurite
-from scratch import dsn_argument, scratch_database
 
 BENCH_DB = "docstatus_bench_dms"
 
@@ -57,8 +57,9 @@ def make_small_files(folder: Path, count: int) -> list[Path]:
 
 
 def throughput(dsn: str, azurite: Azurite, paths: list[Path], threads: int, run: int) -> dict:
-    from docstatus.dms import DocumentStore
     from psycopg_pool import ConnectionPool
+
+    from docstatus.dms import DocumentStore
 
     with ConnectionPool(dsn, min_size=threads, max_size=threads, kwargs={"autocommit": True}) as pool, \
             DocumentStore(pool, azurite.connection_string, f"bench-{run}-{threads}") as store:
@@ -103,8 +104,9 @@ def child_peak_rss(dsn: str, azurite: Azurite, path: Path | None) -> dict:
 
 
 def child_main(args: argparse.Namespace) -> None:
-    from docstatus.dms import DocumentStore
     from psycopg_pool import ConnectionPool
+
+    from docstatus.dms import DocumentStore
 
     result: dict = {}
     with ConnectionPool(args.dsn, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool, \

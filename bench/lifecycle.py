@@ -28,7 +28,6 @@ import threading
 import time
 
 import psycopg
-
 from scratch import dsn_argument, scratch_database
 
 BENCH_DB = "docstatus_bench_lifecycle"
@@ -101,7 +100,8 @@ class BarePath:
         row = conn.execute(
             "UPDATE bare.extraction_jobs SET worker_id = %s, lease_expires_at = now() + interval '5 minutes',"
             " started_at = now() WHERE id = (SELECT id FROM bare.extraction_jobs"
-            "  WHERE status = 'pending extraction' AND worker_id IS NULL AND not_before <= now() ORDER BY not_before, id LIMIT 1"
+            "  WHERE status = 'pending extraction' AND worker_id IS NULL AND not_before <= now()"
+            "  ORDER BY not_before, id LIMIT 1"
             "  FOR UPDATE SKIP LOCKED) RETURNING document_id", (worker,)).fetchone()
         if row is None:
             return False

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import psycopg
 from psycopg_pool import ConnectionPool
+from scratch import dsn_argument, scratch_database
 
 from docstatus.dev.azurite import Azurite
-from scratch import dsn_argument, scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DB = "docstatus_bench_pipeline"
@@ -115,8 +115,9 @@ def run(dsn: str, azurite: Azurite, workers: int, documents: int, work: Path) ->
             conn.execute("SELECT count(docstatus.validate_document(id, true, 'text/plain'))"
                          " FROM docstatus.documents WHERE id = ANY(%s)", (document_ids,))
             deadline = time.monotonic() + 600
-            while conn.execute("SELECT count(*) FROM docstatus.documents WHERE id = ANY(%s)"
-                               " AND processing_status IN ('done', 'failed')", (document_ids,)).fetchone()[0] < documents:
+            finished_sql = ("SELECT count(*) FROM docstatus.documents WHERE id = ANY(%s)"
+                            " AND processing_status IN ('done', 'failed')")
+            while conn.execute(finished_sql, (document_ids,)).fetchone()[0] < documents:
                 if time.monotonic() > deadline:
                     raise SystemExit("documents did not finish within 10 minutes")
                 time.sleep(0.05)

@@ -38,7 +38,6 @@ from collections import defaultdict
 
 import psycopg
 from psycopg import sql
-
 from scratch import dsn_argument, scratch_database
 
 TRANSITIONS = ("register", "validate", "claim", "ocr", "llm", "done")
@@ -78,15 +77,18 @@ def load(dsn: str, documents: int) -> float:
 
         g = sql.SQL("g")
         insert_documents = copies("documents", {"id": g, "blob_name": sql.SQL("'soak/' || g")}, doc_columns,
-                                  sql.SQL("generate_series(%(first)s::bigint, %(last)s::bigint) g, docstatus.documents t WHERE t.id = 1"))
+                                  sql.SQL("generate_series(%(first)s::bigint, %(last)s::bigint) g,"
+                                          " docstatus.documents t WHERE t.id = 1"))
         insert_jobs = copies("extraction_jobs", {"id": g, "document_id": g}, job_columns,
-                             sql.SQL("generate_series(%(first)s::bigint, %(last)s::bigint) g, docstatus.extraction_jobs t WHERE t.id = 1"))
+                             sql.SQL("generate_series(%(first)s::bigint, %(last)s::bigint) g,"
+                                     " docstatus.extraction_jobs t WHERE t.id = 1"))
         insert_events = copies(
             "status_events",
             {"id": sql.SQL("(g - 1) * %(per)s::bigint + t.id"), "document_id": g,
              "job_id": sql.SQL("CASE WHEN t.job_id IS NOT NULL THEN g END")},
             event_columns,
-            sql.SQL("generate_series(%(first)s::bigint, %(last)s::bigint) g, docstatus.status_events t WHERE t.document_id = 1"))
+            sql.SQL("generate_series(%(first)s::bigint, %(last)s::bigint) g,"
+                    " docstatus.status_events t WHERE t.document_id = 1"))
         for first in range(2, documents + 1, BATCH):
             last = min(first + BATCH - 1, documents)
             params = {"first": first, "last": last, "per": per_document}
@@ -158,13 +160,15 @@ def lifecycles(dsn: str, seconds: float, clients: int) -> tuple[dict[str, list[f
                 while not stop.is_set():
                     (doc_id,) = timed("register", "SELECT id FROM docstatus.register_document('soak', %s, 'f.pdf')",
                                       (f"live/{worker}/{next(names)}",))
-                    timed("validate", "SELECT 1 FROM docstatus.validate_document(%s, true, 'application/pdf')", (doc_id,))
+                    timed("validate", "SELECT 1 FROM docstatus.validate_document(%s, true, 'application/pdf')",
+                          (doc_id,))
                     claimed = timed("claim", "SELECT document_id FROM docstatus.claim_extraction_job(%s)", (worker,))
                     if claimed is None:
                         continue
                     for step, mark in (("ocr", "mark_ocr_running"), ("llm", "mark_llm_running"),
                                        ("done", "mark_processing_done")):
-                        timed(step, f"SELECT 1 FROM docstatus.{mark}(%s, %s)", (claimed[0], worker))  # noqa: S608
+                        # mark is one of the three names above, never input.
+                        timed(step, f"SELECT 1 FROM docstatus.{mark}(%s, %s)", (claimed[0], worker))
                     count += 1
         except BaseException as exc:  # noqa: BLE001 - reported after the run
             errors.append(exc)
@@ -275,8 +279,10 @@ def reads(dsn: str) -> list[tuple[str, float, list[str]]]:
             scans = seq_scans(plan[0]["Plan"])
             if name.startswith("events_after"):  # a function: its plan is inside
                 (inner,) = conn.execute(
-                    "EXPLAIN (FORMAT JSON) SELECT * FROM docstatus.status_events WHERE (tx_id, id) > (%(tx)s::text::xid8, %(id)s)"
-                    " AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, id LIMIT 1000", params).fetchone()
+                    "EXPLAIN (FORMAT JSON) SELECT * FROM docstatus.status_events"
+                    " WHERE (tx_id, id) > (%(tx)s::text::xid8, %(id)s)"
+                    " AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, id LIMIT 1000",
+                    params).fetchone()
                 scans = seq_scans(inner[0]["Plan"])
             results.append((name, statistics.median(timings), [scan for scan in scans if scan not in empty]))
     return results
@@ -295,7 +301,7 @@ def table_stats(dsn: str) -> dict[str, dict[str, int]]:
             "       OR c.relname LIKE 'status\\_events%%')"
             " GROUP BY 1 ORDER BY 1").fetchall()
     keys = ("table_bytes", "index_bytes", "live", "dead", "updates", "hot_updates", "autovacuums", "autoanalyzes")
-    return {name: dict(zip(keys, map(int, values))) for name, *values in rows}
+    return {name: dict(zip(keys, map(int, values), strict=True)) for name, *values in rows}
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -340,7 +346,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating slices the soak time is cut into")
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--tuned-scale-factor", type=float, default=0.005,
-                        help="autovacuum_vacuum_scale_factor set on documents and extraction_jobs for the second 1M run")
+                        help="autovacuum_vacuum_scale_factor set on documents and extraction_jobs"
+                             " for the second 1M run")
     args = parser.parse_args()
 
     with psycopg.connect(args.dsn) as conn:
@@ -364,14 +371,13 @@ def main() -> int:
 
         # Alternating slices: whatever else the machine does falls on both sizes alike.
         small, big = new_totals(), new_totals()
-        before = table_stats(big_dsn)
         for _ in range(args.rounds):
             soak(small_dsn, args.seconds / args.rounds, args.clients, small)
             soak(big_dsn, args.seconds / args.rounds, args.clients, big)
         after_default = table_stats(big_dsn)
         print_latencies(small["latencies"], big["latencies"], small["lifecycles"] / small["seconds"],
                         big["lifecycles"] / big["seconds"], args.seconds, labels)
-        for label, totals in zip(labels, (small, big)):
+        for label, totals in zip(labels, (small, big), strict=True):
             if totals["cpu"] is not None and totals["lifecycles"]:
                 per_lifecycle = totals["cpu"] / totals["lifecycles"] * 1000
                 print(f"server CPU at {label}: {per_lifecycle:.2f} ms per lifecycle"
@@ -412,9 +418,10 @@ def main() -> int:
                       f"  autovacuums {end[table]['autovacuums'] - start[table]['autovacuums']:>3}"
                       f"  HOT updates {hot / updates if updates else 0:6.1%}")
             latencies = totals["latencies"]
+            claim, done = latencies["claim"], latencies["done"]
             print(f"  {label:<8} lifecycles/s {totals['lifecycles'] / totals['seconds']:.0f},"
-                  f" claim p50/p99 {percentile(latencies['claim'], 0.5):.2f}/{percentile(latencies['claim'], 0.99):.2f} ms,"
-                  f" done p50/p99 {percentile(latencies['done'], 0.5):.2f}/{percentile(latencies['done'], 0.99):.2f} ms")
+                  f" claim p50/p99 {percentile(claim, 0.5):.2f}/{percentile(claim, 0.99):.2f} ms,"
+                  f" done p50/p99 {percentile(done, 0.5):.2f}/{percentile(done, 0.99):.2f} ms")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

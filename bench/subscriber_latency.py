@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 
 import psycopg
-
 from scratch import dsn_argument, scratch_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python_client"))
-from docstatus import Client, Subscriber  # noqa: E402
+from docstatus import Client, Subscriber
 
 BENCH_DB = "docstatus_bench_subscriber"
 
@@ -128,7 +127,8 @@ def measure_sustained(dsn: str, writers: int, seconds: float, label: str, **subs
             for thread in threads:
                 thread.join()
             writing_time = time.perf_counter() - started
-            total = probe.execute("SELECT count(*) FROM docstatus.status_events WHERE id > %s", (start_id,)).fetchone()[0]
+            total = probe.execute("SELECT count(*) FROM docstatus.status_events WHERE id > %s",
+                                  (start_id,)).fetchone()[0]
             drain_started = time.perf_counter()
             while True:
                 with lock:

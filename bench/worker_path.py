@@ -14,7 +14,6 @@ import argparse
 import statistics
 
 import psycopg
-
 from lifecycle import run_clients
 from scratch import dsn_argument, scratch_database
 

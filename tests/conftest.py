@@ -183,7 +183,7 @@ def pg_server(request: pytest.FixtureRequest) -> PgServer:
             host=str(params.get("host", "127.0.0.1")),
             port=int(params.get("port", 5432)),
             user=str(params.get("user", "postgres")),
-            password=params.get("password"),  # type: ignore[arg-type]
+            password=params.get("password"),  # type: ignore[arg-type]  # a str when set; typed str | int
             maintenance_dbname=str(params.get("dbname", "postgres")),
             bindir=find_pg_bindir(),
         )

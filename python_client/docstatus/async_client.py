@@ -15,14 +15,40 @@ import psycopg_pool
 from psycopg.rows import tuple_row
 
 from docstatus.client import (
-    _IDLE, DEFAULT_EVENTS_LIMIT, DEFAULT_JOBS_LIMIT, DEFAULT_LEASE, DEFAULT_VALIDATION_LIMIT, _all, _first, _one,
-    _scalar, _stage_snapshot, calls, load_query,
+    _IDLE,
+    DEFAULT_EVENTS_LIMIT,
+    DEFAULT_JOBS_LIMIT,
+    DEFAULT_LEASE,
+    DEFAULT_VALIDATION_LIMIT,
+    _all,
+    _first,
+    _one,
+    _scalar,
+    _stage_snapshot,
+    calls,
+    load_query,
 )
 from docstatus.errors import translated
 from docstatus.models import (
-    ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
-    ExtractionJob, FailurePattern, HistoryMaintenance, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
-    StatusEvent, StuckAlert, StuckDocument,
+    ClaimedJob,
+    Cursor,
+    Document,
+    DocumentOverview,
+    DocumentResult,
+    DocumentStateInfo,
+    EventDelivery,
+    ExtractionJob,
+    FailurePattern,
+    HistoryMaintenance,
+    JobOverview,
+    MaintenanceAction,
+    RetryCandidate,
+    Row,
+    StageEntry,
+    StatusCount,
+    StatusEvent,
+    StuckAlert,
+    StuckDocument,
 )
 
 __all__ = ["AsyncClient"]
@@ -69,17 +95,18 @@ class AsyncClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _rows(self, query_name: str, params: dict[str, Any] | None = None) -> list[tuple]:
+    async def _rows(self, query_name: str, params: dict[str, Any] | None = None) -> list[Row]:
         query = load_query(query_name)
         with translated():
             if self._pool is not None:
-                async with self._pool.connection() as conn:
-                    return await _fetch(conn, query, params)
+                async with self._pool.connection() as pooled:
+                    return await _fetch(pooled, query, params)
             conn = self._conn
-            if conn.autocommit or conn.info.transaction_status != _IDLE:  # type: ignore[union-attr]
-                return await _fetch(conn, query, params)  # type: ignore[arg-type]
-            async with conn.transaction():  # type: ignore[union-attr]
-                return await _fetch(conn, query, params)  # type: ignore[arg-type]
+            assert conn is not None  # without a pool, an AsyncClient has its connection
+            if conn.autocommit or conn.info.transaction_status != _IDLE:
+                return await _fetch(conn, query, params)
+            async with conn.transaction():
+                return await _fetch(conn, query, params)
 
     @calls("register_document")
     async def register_document(self, blob_container: str, blob_name: str, filename: str,
@@ -124,18 +151,22 @@ class AsyncClient:
 
     @calls("mark_ocr_running")
     async def mark_ocr_running(self, document_id: int, worker_id: str | None = None) -> Document:
-        return _one(Document, await self._rows("mark_ocr_running", {"document_id": document_id, "worker_id": worker_id}))
+        return _one(Document, await self._rows("mark_ocr_running", {
+            "document_id": document_id, "worker_id": worker_id}))
 
     @calls("mark_llm_running")
     async def mark_llm_running(self, document_id: int, worker_id: str | None = None) -> Document:
-        return _one(Document, await self._rows("mark_llm_running", {"document_id": document_id, "worker_id": worker_id}))
+        return _one(Document, await self._rows("mark_llm_running", {
+            "document_id": document_id, "worker_id": worker_id}))
 
     @calls("mark_processing_done")
     async def mark_processing_done(self, document_id: int, worker_id: str | None = None) -> Document:
-        return _one(Document, await self._rows("mark_processing_done", {"document_id": document_id, "worker_id": worker_id}))
+        return _one(Document, await self._rows("mark_processing_done", {
+            "document_id": document_id, "worker_id": worker_id}))
 
     @calls("mark_processing_failed")
-    async def mark_processing_failed(self, document_id: int, error_message: str, worker_id: str | None = None) -> Document:
+    async def mark_processing_failed(self, document_id: int, error_message: str,
+                                     worker_id: str | None = None) -> Document:
         return _one(Document, await self._rows("mark_processing_failed", {
             "document_id": document_id, "error_message": error_message, "worker_id": worker_id}))
 
@@ -149,7 +180,8 @@ class AsyncClient:
         return _all(ExtractionJob, await self._rows("reap_expired_jobs"))
 
     @calls("events_after")
-    async def events_after(self, after_tx: int = 0, after_id: int = 0, limit: int = DEFAULT_EVENTS_LIMIT) -> list[StatusEvent]:
+    async def events_after(self, after_tx: int = 0, after_id: int = 0,
+                           limit: int = DEFAULT_EVENTS_LIMIT) -> list[StatusEvent]:
         return _all(StatusEvent, await self._rows("events_after", {"after_tx": after_tx, "after_id": after_id,
                                                              "limit": limit}))
 
@@ -174,7 +206,8 @@ class AsyncClient:
             "document_id": document_id, "text_blob": text_blob, "fields_blob": fields_blob, "worker_id": worker_id}))
 
     @calls("finish_job")
-    async def finish_job(self, document_id: int, text_blob: str, fields_blob: str, worker_id: str | None = None) -> Document:
+    async def finish_job(self, document_id: int, text_blob: str, fields_blob: str,
+                         worker_id: str | None = None) -> Document:
         return _one(Document, await self._rows("finish_job", {
             "document_id": document_id, "text_blob": text_blob, "fields_blob": fields_blob, "worker_id": worker_id}))
 
@@ -228,8 +261,9 @@ class AsyncClient:
                     limit: int = DEFAULT_JOBS_LIMIT) -> list[JobOverview]:
         return _all(JobOverview, await self._rows("recent_jobs", {"status": status, "since": since, "limit": limit}))
 
-    async def documents_awaiting_validation(self, limit: int = DEFAULT_VALIDATION_LIMIT, *, container: str | None = None,
-                                      older_than: timedelta = timedelta(0)) -> list[Document]:
+    async def documents_awaiting_validation(self, limit: int = DEFAULT_VALIDATION_LIMIT, *,
+                                            container: str | None = None,
+                                            older_than: timedelta = timedelta(0)) -> list[Document]:
         return _all(Document, await self._rows("documents_awaiting_validation", {
             "limit": limit, "container": container, "older_than": older_than}))
 
@@ -259,7 +293,7 @@ class AsyncClient:
         return _all(StatusEvent, await self._rows("history", {"document_id": document_id}))
 
 
-async def _fetch(conn: psycopg.AsyncConnection, query: str, params: dict[str, Any] | None) -> list[tuple]:
+async def _fetch(conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any] | None) -> list[Row]:
     async with conn.cursor(row_factory=tuple_row) as cursor:
-        await cursor.execute(query, params)  # type: ignore[arg-type]
+        await cursor.execute(query, params)
         return await cursor.fetchall()

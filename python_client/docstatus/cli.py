@@ -10,8 +10,7 @@ from __future__ import annotations
 import click
 import psycopg
 
-from docstatus import __version__
-from docstatus import migrations
+from docstatus import __version__, migrations
 from docstatus.lazy_commands import LazyGroup
 from docstatus.options import dsn_option
 

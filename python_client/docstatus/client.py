@@ -37,7 +37,7 @@ import functools
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Protocol, Self, TypeVar, cast
 
 import psycopg
 import psycopg_pool
@@ -46,9 +46,26 @@ from psycopg.rows import tuple_row
 
 from docstatus.errors import translated
 from docstatus.models import (
-    ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
-    ExtractionJob, FailurePattern, HistoryMaintenance, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
-    ProcessingStatus, StatusEvent, StuckAlert, StuckDocument,
+    ClaimedJob,
+    Cursor,
+    Document,
+    DocumentOverview,
+    DocumentResult,
+    DocumentStateInfo,
+    EventDelivery,
+    ExtractionJob,
+    FailurePattern,
+    HistoryMaintenance,
+    JobOverview,
+    MaintenanceAction,
+    ProcessingStatus,
+    RetryCandidate,
+    Row,
+    StageEntry,
+    StatusCount,
+    StatusEvent,
+    StuckAlert,
+    StuckDocument,
 )
 
 __all__ = ["Client", "load_query"]
@@ -65,6 +82,14 @@ _IDLE = pq.TransactionStatus.IDLE
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _Model(Protocol):
+    @classmethod
+    def from_row(cls, row: Row) -> Self: ...
+
+
+M = TypeVar("M", bound=_Model)
+
+
 @functools.cache
 def load_query(name: str) -> str:
     """The text of ``docstatus/queries/<name>.sql``."""
@@ -75,7 +100,7 @@ def calls(sql_function: str) -> Callable[[F], F]:
     """Marks a method as the client side of ``docstatus.<sql_function>`` (checked by a test)."""
 
     def mark(method: F) -> F:
-        method.sql_function = sql_function  # type: ignore[attr-defined]
+        method.sql_function = sql_function  # type: ignore[attr-defined]  # an attribute of our own on a function
         return method
 
     return mark
@@ -127,17 +152,18 @@ class Client:
 
     # --- running one query ------------------------------------------------------------------
 
-    def _rows(self, query_name: str, params: dict[str, Any] | None = None) -> list[tuple]:
+    def _rows(self, query_name: str, params: dict[str, Any] | None = None) -> list[Row]:
         query = load_query(query_name)
         with translated():
             if self._pool is not None:
-                with self._pool.connection() as conn:
-                    return _fetch(conn, query, params)
+                with self._pool.connection() as pooled:
+                    return _fetch(pooled, query, params)
             conn = self._conn
-            if conn.autocommit or conn.info.transaction_status != _IDLE:  # type: ignore[union-attr]
-                return _fetch(conn, query, params)  # type: ignore[arg-type]
-            with conn.transaction():  # type: ignore[union-attr]
-                return _fetch(conn, query, params)  # type: ignore[arg-type]
+            assert conn is not None  # without a pool, a Client has its connection
+            if conn.autocommit or conn.info.transaction_status != _IDLE:
+                return _fetch(conn, query, params)
+            with conn.transaction():
+                return _fetch(conn, query, params)
 
     # --- the SQL API, one method per function ---------------------------------------------
 
@@ -186,12 +212,13 @@ class Client:
     @calls("next_job_due")
     def next_job_due(self) -> timedelta | None:
         """How long until a claim can succeed (zero or less: now); None when no job waits."""
-        return _scalar(self._rows("next_job_due"))
+        return cast("timedelta | None", _scalar(self._rows("next_job_due")))
 
     @calls("heartbeat_job")
     def heartbeat_job(self, job_id: int, worker_id: str, lease: timedelta = DEFAULT_LEASE) -> bool:
         """Extends the lease; False when the worker does not hold it or it already ran out."""
-        return _scalar(self._rows("heartbeat_job", {"job_id": job_id, "worker_id": worker_id, "lease": lease}))
+        return cast("bool", _scalar(self._rows("heartbeat_job", {
+            "job_id": job_id, "worker_id": worker_id, "lease": lease})))
 
     @calls("mark_ocr_running")
     def mark_ocr_running(self, document_id: int, worker_id: str | None = None) -> Document:
@@ -226,7 +253,8 @@ class Client:
         return _all(ExtractionJob, self._rows("reap_expired_jobs"))
 
     @calls("events_after")
-    def events_after(self, after_tx: int = 0, after_id: int = 0, limit: int = DEFAULT_EVENTS_LIMIT) -> list[StatusEvent]:
+    def events_after(self, after_tx: int = 0, after_id: int = 0,
+                     limit: int = DEFAULT_EVENTS_LIMIT) -> list[StatusEvent]:
         """Committed events after the cursor ``(after_tx, after_id)``, in cursor order.
 
         ``client.events_after(*cursor)`` takes a ``Cursor``; the next cursor is the last event's
@@ -288,12 +316,12 @@ class Client:
     @calls("fold_status_counters")
     def fold_status_counters(self) -> int:
         """Folds finished transactions' events into the status counters; how many it folded."""
-        return _scalar(self._rows("fold_status_counters"))
+        return cast("int", _scalar(self._rows("fold_status_counters")))
 
     @calls("status_counters_folded_below")
     def status_counters_folded_below(self) -> int:
         """The transaction id below which every event is already in the status counters."""
-        return _scalar(self._rows("status_counters_folded_below"))
+        return cast("int", _scalar(self._rows("status_counters_folded_below")))
 
     @calls("maintain_history")
     def maintain_history(self) -> HistoryMaintenance:
@@ -303,7 +331,7 @@ class Client:
     @calls("normalise_error")
     def normalise_error(self, message: str | None) -> str | None:
         """An error message with its variable parts replaced, as failure_summary groups it."""
-        return _scalar(self._rows("normalise_error", {"message": message}))
+        return cast("str | None", _scalar(self._rows("normalise_error", {"message": message})))
 
     # --- the operations views ---------------------------------------------------------------
 
@@ -363,7 +391,7 @@ class Client:
 
     def in_recovery(self) -> bool:
         """Whether this server is a hot standby (``pg_is_in_recovery()``): reads only."""
-        return _scalar(self._rows("in_recovery"))
+        return cast("bool", _scalar(self._rows("in_recovery")))
 
     def get_document(self, document_id: int) -> Document | None:
         """The document, or None when there is no such id."""
@@ -378,33 +406,33 @@ class Client:
         return _all(StatusEvent, self._rows("history", {"document_id": document_id}))
 
 
-def _fetch(conn: psycopg.Connection, query: str, params: dict[str, Any] | None) -> list[tuple]:
+def _fetch(conn: psycopg.Connection[Any], query: str, params: dict[str, Any] | None) -> list[Row]:
     # A cursor of our own: the caller's connection may have another row factory.
     with conn.cursor(row_factory=tuple_row) as cursor:
-        cursor.execute(query, params)  # type: ignore[arg-type]
+        cursor.execute(query, params)
         return cursor.fetchall()
 
 
 # Rows to results, shared with AsyncClient.
 
 
-def _one(model: Any, rows: list[tuple]) -> Any:
+def _one(model: type[M], rows: list[Row]) -> M:
     return model.from_row(rows[0])
 
 
-def _first(model: Any, rows: list[tuple]) -> Any:
+def _first(model: type[M], rows: list[Row]) -> M | None:
     return model.from_row(rows[0]) if rows else None
 
 
-def _all(model: Any, rows: list[tuple]) -> list[Any]:
+def _all(model: type[M], rows: list[Row]) -> list[M]:
     return [model.from_row(row) for row in rows]
 
 
-def _scalar(rows: list[tuple]) -> Any:
+def _scalar(rows: list[Row]) -> Any:
     return rows[0][0]
 
 
-def _stage_snapshot(rows: list[tuple]) -> tuple[Cursor, list[StageEntry]]:
+def _stage_snapshot(rows: list[Row]) -> tuple[Cursor, list[StageEntry]]:
     entries = [StageEntry(document_id, ProcessingStatus(status), entered_at)
                for _, document_id, status, entered_at in rows if document_id is not None]
     return Cursor(rows[0][0], 0), entries

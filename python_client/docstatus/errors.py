@@ -149,8 +149,8 @@ def translate(exc: psycopg.Error) -> DocStatusError | None:
     diag = exc.diag
     error = cls(diag.message_primary or str(exc), sqlstate=sqlstate,
                 detail=_parse_detail(diag.message_detail), hint=diag.message_hint)
-    if sqlstate == "23514":
-        error.constraint = diag.constraint_name  # type: ignore[attr-defined]
+    if isinstance(error, InvalidArgument) and sqlstate == "23514":
+        error.constraint = diag.constraint_name
     return error
 
 

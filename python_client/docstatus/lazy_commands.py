@@ -21,7 +21,8 @@ import click
 DISTRIBUTION = "docstatus"
 
 # A Requires-Dist line: 'azure-storage-blob>=12.19; extra == "dms"' or 'docstatus[dms]; extra == "all"'.
-_REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[(?P<extras>[^\]]*)\])?[^;]*(?:;(?P<marker>.*))?$")
+_REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[(?P<extras>[^\]]*)\])?"
+                          r"[^;]*(?:;(?P<marker>.*))?$")
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 
 

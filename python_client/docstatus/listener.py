@@ -215,7 +215,7 @@ class ListenConnection:
             # LISTEN takes no parameter: the name goes in as an identifier.
             self.run(sql.SQL("LISTEN {}").format(sql.Identifier(channel)), None, f"LISTEN {channel}", timeout)
 
-    def run(self, query: str | sql.Composable, params: dict[str, Any] | None, what: str,
+    def run(self, query: str | sql.Composed, params: dict[str, Any] | None, what: str,
             timeout: float) -> list[tuple[Any, ...]]:
         """Runs one statement under the watchdog; its rows (none for a command)."""
         conn = self._conn
@@ -223,8 +223,7 @@ class ListenConnection:
             raise ConnectionLost("not connected")
         self._watchdog.arm(timeout, f"{what} got no answer within {timeout:g} s")
         try:
-            # A str query is a file of queries/ (load_query), never text assembled at run time.
-            cursor = conn.execute(query, params)  # type: ignore[arg-type]  # see the line above
+            cursor = conn.execute(query, params)
             return cursor.fetchall() if cursor.description is not None else []
         finally:
             self._watchdog.disarm()
@@ -300,7 +299,7 @@ def reconnecting(connection: ListenConnection, open_session: Callable[[], None],
     told, and after ``delay`` (backoff, reset once a connection lived ``STABLE_AFTER`` seconds)
     the loop connects again. The connection is closed whichever way the loop ends.
     """
-    lost = (*recoverable, ConnectionLost)
+    lost: tuple[type[BaseException], ...] = (*recoverable, ConnectionLost)
     failures = 0
     try:
         while not stop.is_set():

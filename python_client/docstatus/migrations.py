@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import psycopg.conninfo
-import yoyo
+import yoyo  # type: ignore[import-untyped]  # yoyo-migrations ships no types
 
 from docstatus import database_files
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+# A row as psycopg returns it: from_row reads its columns by position.
+Row = tuple[Any, ...]
 
 
 class TextExtractionStatus(enum.StrEnum):
@@ -62,7 +65,7 @@ class EventKind(enum.StrEnum):
 
 
 # The status enum of each event kind, for typing an event's from/to strings.
-STATUS_ENUM_OF_KIND: dict[EventKind, type[enum.StrEnum]] = {
+STATUS_ENUM_OF_KIND: dict[EventKind, type[TextExtractionStatus] | type[ProcessingStatus] | type[JobStatus]] = {
     EventKind.TEXT_EXTRACTION: TextExtractionStatus,
     EventKind.PROCESSING: ProcessingStatus,
     EventKind.JOB: JobStatus,
@@ -112,7 +115,7 @@ class Document:
     status_entered_at: datetime
 
     @classmethod
-    def from_row(cls, row: tuple) -> Document:
+    def from_row(cls, row: Row) -> Document:
         """From the columns in field order (the query files select them in that order)."""
         return cls(
             row[0], row[1], row[2], row[3], row[4], row[5],
@@ -140,7 +143,7 @@ class ExtractionJob:
     released: bool
 
     @classmethod
-    def from_row(cls, row: tuple) -> ExtractionJob:
+    def from_row(cls, row: Row) -> ExtractionJob:
         return cls(row[0], row[1], JobStatus(row[2]), *row[3:13])
 
 
@@ -164,7 +167,7 @@ class StatusEvent:
         return Cursor(self.tx_id, self.id)
 
     @classmethod
-    def from_row(cls, row: tuple) -> StatusEvent:
+    def from_row(cls, row: Row) -> StatusEvent:
         kind = EventKind(row[4])
         status = STATUS_ENUM_OF_KIND[kind]
         from_status = None if row[5] is None else status(row[5])
@@ -186,7 +189,7 @@ class HistoryMaintenance:
         return Cursor(self.oldest_cursor_tx, self.oldest_cursor_id)
 
     @classmethod
-    def from_row(cls, row: tuple) -> HistoryMaintenance:
+    def from_row(cls, row: Row) -> HistoryMaintenance:
         return cls(*row)
 
 
@@ -200,7 +203,7 @@ class EventDelivery:
     held_for: timedelta | None
 
     @classmethod
-    def from_row(cls, row: tuple) -> EventDelivery:
+    def from_row(cls, row: Row) -> EventDelivery:
         return cls(*row)
 
 
@@ -222,7 +225,7 @@ class StuckDocument:
     status_reason: str | None
 
     @classmethod
-    def from_row(cls, row: tuple) -> StuckDocument:
+    def from_row(cls, row: Row) -> StuckDocument:
         return cls(row[0], row[1], TextExtractionStatus(row[2]), ProcessingStatus(row[3]), *row[4:12])
 
 
@@ -238,7 +241,7 @@ class DocumentResult:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: tuple) -> DocumentResult:
+    def from_row(cls, row: Row) -> DocumentResult:
         return cls(*row)
 
 
@@ -254,7 +257,7 @@ class DocumentStateInfo:
     display_order: int
 
     @classmethod
-    def from_row(cls, row: tuple) -> DocumentStateInfo:
+    def from_row(cls, row: Row) -> DocumentStateInfo:
         return cls(DocumentState(row[0]), TextExtractionStatus(row[1]), ProcessingStatus(row[2]), row[3], row[4])
 
 
@@ -288,8 +291,9 @@ class ClaimedJob:
     status_entered_at: datetime
 
     @classmethod
-    def from_row(cls, row: tuple) -> ClaimedJob:
-        return cls(row[0], row[1], JobStatus(row[2]), *row[3:18], TextExtractionStatus(row[18]),
+    def from_row(cls, row: Row) -> ClaimedJob:
+        # mypy cannot count the columns a slice spreads, so it sees too many arguments.
+        return cls(row[0], row[1], JobStatus(row[2]), *row[3:18], TextExtractionStatus(row[18]),  # type: ignore[call-arg]
                    ProcessingStatus(row[19]), *row[20:24])
 
     @property
@@ -319,7 +323,7 @@ class MaintenanceAction:
     error_message: str | None
 
     @classmethod
-    def from_row(cls, row: tuple) -> MaintenanceAction:
+    def from_row(cls, row: Row) -> MaintenanceAction:
         return cls(*row)
 
 
@@ -335,7 +339,7 @@ class StatusCount:
     count: int
 
     @classmethod
-    def from_row(cls, row: tuple) -> StatusCount:
+    def from_row(cls, row: Row) -> StatusCount:
         return cls(EventKind(row[0]), row[1], row[2])
 
 
@@ -365,8 +369,9 @@ class DocumentOverview:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: tuple) -> DocumentOverview:
-        return cls(*row[0:6], DocumentState(row[6]), TextExtractionStatus(row[7]), ProcessingStatus(row[8]),
+    def from_row(cls, row: Row) -> DocumentOverview:
+        # mypy cannot count the columns a slice spreads, so it sees too many arguments.
+        return cls(*row[0:6], DocumentState(row[6]), TextExtractionStatus(row[7]), ProcessingStatus(row[8]),  # type: ignore[call-arg]
                    *row[9:13], None if row[13] is None else JobStatus(row[13]), *row[14:20])
 
 
@@ -381,7 +386,7 @@ class StuckAlert:
     alerted_at: datetime
 
     @classmethod
-    def from_row(cls, row: tuple) -> StuckAlert:
+    def from_row(cls, row: Row) -> StuckAlert:
         return cls(*row)
 
 
@@ -398,7 +403,7 @@ class FailurePattern:
     example_document_ids: list[int]
 
     @classmethod
-    def from_row(cls, row: tuple) -> FailurePattern:
+    def from_row(cls, row: Row) -> FailurePattern:
         return cls(*row)
 
 
@@ -422,7 +427,7 @@ class JobOverview:
     error_message: str | None
 
     @classmethod
-    def from_row(cls, row: tuple) -> JobOverview:
+    def from_row(cls, row: Row) -> JobOverview:
         return cls(row[0], row[1], row[2], JobStatus(row[3]), *row[4:14])
 
 
@@ -438,7 +443,7 @@ class RetryCandidate:
     blob_container: str
 
     @classmethod
-    def from_row(cls, row: tuple) -> RetryCandidate:
+    def from_row(cls, row: Row) -> RetryCandidate:
         return cls(row[0], TextExtractionStatus(row[1]), *row[2:5])
 
 

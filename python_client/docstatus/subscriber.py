@@ -211,7 +211,7 @@ class Subscriber:
             try:
                 for event in self:
                     callback(event)
-            except BaseException as exc:  # noqa: BLE001 - reported, and the thread ends
+            except BaseException as exc:  # reported (self.error, the log), and the thread ends
                 self.error = exc
                 log.exception("docstatus subscriber stopped by an error")
             finally:
@@ -308,7 +308,7 @@ class Subscriber:
         self._wake = False
         query = load_query("events_after")
         while True:
-            tx_id, event_id = self._cursor  # type: ignore[misc]
+            tx_id, event_id = self._cursor  # type: ignore[misc]  # _open sets the cursor before any read
             with translated():  # DS007 reaches the caller as CursorTooOld: the events are gone
                 rows = self._run(query, {"after_tx": tx_id, "after_id": event_id, "limit": self._batch_size},
                                  "reading events_after")
@@ -357,7 +357,7 @@ class Subscriber:
 
     def _read_state(self) -> bool:
         """Reads settings.notify_events; returns whether committed events wait after the cursor."""
-        tx_id, event_id = self._cursor  # type: ignore[misc]
+        tx_id, event_id = self._cursor  # type: ignore[misc]  # _open sets the cursor before any read
         ((waiting, notify_events, standby),) = self._run(
             load_query("subscriber_state"), {"after_tx": tx_id, "after_id": event_id}, "reading the subscriber state")
         if self._standby and not standby:
@@ -366,7 +366,7 @@ class Subscriber:
             log.info("docstatus subscriber: settings.notify_events is %s, %s", notify_events,
                      "following notifications" if notify_events else f"polling every {self._poll_interval:g} s")
             self._notify_events = notify_events
-        return waiting
+        return bool(waiting)
 
     def _wait(self, timeout: float) -> None:
         """Waits up to timeout for notifications and takes note of them."""

@@ -25,8 +25,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from docstatus import Client
-from docstatus.dev.ports import free_port
 from docstatus.cli import main
+from docstatus.dev.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from docstatus import Client
 
@@ -135,7 +135,7 @@ def test_jobs_lists_newest_first_and_filters_by_status(run_cli, known):
 
 def test_jobs_since(run_cli, known):
     assert len(json.loads(run_cli("jobs", "--since", "1h", "--json").stdout)) == 5
-    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert json.loads(run_cli("jobs", "--since", future, "--json").stdout) == []
     result = run_cli("jobs", "--since", future)
     assert result.stdout.strip() == "no jobs match"

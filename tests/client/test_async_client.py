@@ -84,4 +84,4 @@ def test_async_pool_returns_every_connection(db_dsn):
 
 def test_rejects_sync_objects(conn):
     with pytest.raises(TypeError):
-        AsyncClient(conn)  # type: ignore[arg-type]
+        AsyncClient(conn)  # type: ignore[arg-type]  # the wrong type, on purpose

@@ -9,8 +9,16 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from docstatus import (
-    Client, Cursor, Document, EventDelivery, ExtractionJob, InvalidTransition, JobStatus, ProcessingStatus,
-    StatusEvent, TextExtractionStatus,
+    Client,
+    Cursor,
+    Document,
+    EventDelivery,
+    ExtractionJob,
+    InvalidTransition,
+    JobStatus,
+    ProcessingStatus,
+    StatusEvent,
+    TextExtractionStatus,
 )
 
 from .helpers import claim_any, new_blob, run_lifecycle, wait_until
@@ -27,7 +35,7 @@ def test_full_lifecycle_returns_typed_immutable_results(conn):
     assert (document.text_extraction_status, document.processing_status) == (
         TextExtractionStatus.NOT_READY, ProcessingStatus.PENDING_EXTRACTION)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        document.filename = "other"  # type: ignore[misc]
+        document.filename = "other"  # type: ignore[misc]  # frozen, on purpose
 
     document = client.validate_document(document.id, True, "application/pdf")
     assert document.text_extraction_status is TextExtractionStatus.READY
@@ -188,7 +196,7 @@ def test_pool_calls_commit_and_return_the_connection(db_dsn, conn):
 
 def test_rejects_other_objects():
     with pytest.raises(TypeError):
-        Client("host=localhost")  # type: ignore[arg-type]
+        Client("host=localhost")  # type: ignore[arg-type]  # the wrong type, on purpose
 
 
 def test_cursor_round_trip():

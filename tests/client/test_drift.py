@@ -9,12 +9,27 @@ import pytest
 from psycopg import sql
 
 from docstatus import (
-    Client, Document, EventDelivery, EventKind, ExtractionJob, JobStatus, ProcessingStatus, StatusEvent,
+    Client,
+    Document,
+    EventDelivery,
+    EventKind,
+    ExtractionJob,
+    JobStatus,
+    ProcessingStatus,
+    StatusEvent,
     TextExtractionStatus,
 )
 from docstatus.models import (
-    ClaimedJob, DocumentOverview, DocumentResult, DocumentState, DocumentStateInfo, FailurePattern, MaintenanceAction,
-    StatusCount, StuckAlert, StuckDocument,
+    ClaimedJob,
+    DocumentOverview,
+    DocumentResult,
+    DocumentState,
+    DocumentStateInfo,
+    FailurePattern,
+    MaintenanceAction,
+    StatusCount,
+    StuckAlert,
+    StuckDocument,
 )
 
 ENUM_OF_COLUMN = {
@@ -67,7 +82,8 @@ def sql_api_functions(conn):
     ).fetchall()
     functions = {}
     for name, arg_names, modes, input_count, defaults in rows:
-        inputs = [arg for arg, mode in zip(arg_names, modes or ["i"] * len(arg_names)) if mode in ("i", "b")]
+        inputs = [arg for arg, mode in zip(arg_names, modes or ["i"] * len(arg_names), strict=True)
+                  if mode in ("i", "b")]
         assert len(inputs) == input_count
         assert name not in functions, f"{name} is overloaded: one client method cannot mirror both"
         functions[name] = (inputs, defaults)
@@ -95,7 +111,7 @@ def test_client_parameters_mirror_sql_names_and_defaults(conn):
         # Defaults come last in both, and xid8 arrives as text.
         assert [p.default is inspect.Parameter.empty for p in parameters] == (
             [True] * (len(parameters) - len(sql_defaults)) + [False] * len(sql_defaults)), name
-        for python_value, sql_value in zip(python_defaults, sql_defaults):
+        for python_value, sql_value in zip(python_defaults, sql_defaults, strict=True):
             assert python_value == sql_value or str(python_value) == str(sql_value), (name, python_value, sql_value)
 
 

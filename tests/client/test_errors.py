@@ -4,7 +4,13 @@ import psycopg
 import pytest
 
 from docstatus import (
-    Client, DocStatusError, DocumentJobMismatch, InvalidArgument, InvalidTransition, LeaseLost, NotFound,
+    Client,
+    DocStatusError,
+    DocumentJobMismatch,
+    InvalidArgument,
+    InvalidTransition,
+    LeaseLost,
+    NotFound,
     PermissionDenied,
 )
 from docstatus.errors import translate, translated

@@ -82,7 +82,8 @@ def test_filters_by_document_kind_and_status(db_dsn, client, conn):
     subscribers = [
         started(Subscriber(db_dsn, since=Cursor.beginning(), document_ids=[first.id], **FAST), by_document),
         started(Subscriber(db_dsn, since=Cursor.beginning(), kinds=["job"], **FAST), by_kind),
-        started(Subscriber(db_dsn, since=Cursor.beginning(), statuses=[ProcessingStatus.OCR_RUNNING], **FAST), by_status),
+        started(Subscriber(db_dsn, since=Cursor.beginning(), statuses=[ProcessingStatus.OCR_RUNNING], **FAST),
+                by_status),
         started(Subscriber(db_dsn, channels=["docstatus_alerts"], since=Cursor.beginning(), **FAST), alerts_only),
     ]
     try:

@@ -97,11 +97,11 @@ def pe_stub() -> bytes:
 
 def invoice_text() -> bytes:
     return (
-        "INVOICE 2024-0042\n"
-        "Date: 2024-03-15\n"
-        "Total: 1,234.56 EUR (one thousand two hundred thirty-four euros)\n"
-        "Questions: billing@example.com\n"
-    ).encode("utf-8")
+        b"INVOICE 2024-0042\n"
+        b"Date: 2024-03-15\n"
+        b"Total: 1,234.56 EUR (one thousand two hundred thirty-four euros)\n"
+        b"Questions: billing@example.com\n"
+    )
 
 
 SAMPLES = {

@@ -113,7 +113,7 @@ def test_depends_lines_form_one_chain():
         return found[0].split()
 
     assert depends(forward[0]) == [], f"{forward[0].name} is the first and depends on nothing"
-    for previous, current in zip(ids, ids[1:]):
+    for previous, current in zip(ids, ids[1:], strict=False):
         expected = LANDED_BEFORE_THE_CHAIN_RULE.get(current, [previous])
         assert depends(MIGRATIONS_DIR / f"{current}.sql") == expected, (
             f"{current}.sql must say '-- depends: {' '.join(expected)}' (the migration before it)")

@@ -20,10 +20,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from psycopg_pool import ConnectionPool
+
 from docstatus.dev.azurite import Azurite
 from docstatus.dms import DocumentStore
 from docstatus.pipeline import Worker
-from psycopg_pool import ConnectionPool
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # Long enough that a loaded machine never loses a lease by accident; tests of expiry expire it.

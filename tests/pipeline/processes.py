@@ -35,7 +35,7 @@ class WorkerProcess:
         self._reader.start()
 
     def _read(self) -> None:
-        for raw in self.process.stderr:  # type: ignore[union-attr]
+        for raw in self.process.stderr:  # type: ignore[union-attr]  # Popen(stderr=PIPE): never None
             text = raw.decode("utf-8", errors="replace").rstrip("\n")
             self.raw.append(text)
             try:
@@ -58,7 +58,8 @@ class WorkerProcess:
             except queue.Empty:
                 continue
             if line is None:
-                raise AssertionError(f"the worker exited ({self.process.poll()}) before {what}; log:\n{self.log_tail()}")
+                raise AssertionError(f"the worker exited ({self.process.poll()}) before {what};"
+                                     f" log:\n{self.log_tail()}")
             if predicate(line):
                 return line
 

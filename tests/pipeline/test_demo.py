@@ -8,6 +8,7 @@ import shutil
 
 import psycopg
 import pytest
+
 from docstatus.dev import demo
 from docstatus.dev.embedded import LocalPostgres, find_bindir
 

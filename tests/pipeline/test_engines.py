@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from docstatus.dev.demo import pdf_without_text_layer
 from docstatus.pipeline import (
     DocumentOcr,

@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+
 from docstatus.pipeline import (
     ChatCompletionsExtractor,
     LlmReplyError,

@@ -138,7 +138,7 @@ def test_once_processes_what_is_queued_and_exits_0_with_json_lines(db_dsn, conn,
     documents = [upload(DATA / name)[0] for name in ("invoice.txt", "invoice.pdf")]
     worker = WorkerProcess(db_dsn, azurite.connection_string, "--once", *LEASE)
     assert worker.wait() == 0
-    assert {document.id: status for document, status in zip(documents, ["completed", "completed"])} == {
+    assert {document.id: status for document, status in zip(documents, ["completed", "completed"], strict=True)} == {
         document_id: text for document_id, (text, _) in wait_terminal(db_dsn, conn, [d.id for d in documents]).items()}
 
     assert all(raw.startswith("{") for raw in worker.raw), worker.log_tail()  # every line is JSON

@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 from psycopg_pool import ConnectionPool
+
+from docstatus import Client
 from docstatus.pipeline import (
     ChatCompletionsExtractor,
     LlmTimeout,
@@ -17,7 +19,6 @@ from docstatus.pipeline import (
     error_message,
     get_result,
 )
-from docstatus import Client
 
 from .chat_server import ChatServer
 from .conftest import DATA

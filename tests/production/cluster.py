@@ -92,7 +92,7 @@ class Cluster:
             conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname)))
         if schema:
             with psycopg.connect(self.dsn(dbname), autocommit=True) as conn:
-                conn.execute(SCHEMA_SQL.read_text())  # type: ignore[arg-type]
+                conn.execute(SCHEMA_SQL.read_text())  # type: ignore[arg-type]  # a file, not a LiteralString
         return self.dsn(dbname)
 
     def log_tail(self, characters: int = 3000) -> str:

@@ -106,8 +106,9 @@ def test_a_switchover_mid_run_loses_nothing_and_repeats_nothing(azurite):
                                       "every committed event, on the promoted standby")
         assert not on_standby.polling, "promoted: it listens again"
         with psycopg.connect(new_primary) as conn:
-            statuses = conn.execute("SELECT text_extraction_status, processing_status, count(*) FROM docstatus.documents"
-                                    " WHERE id = ANY(%s) GROUP BY 1, 2", (document_ids,)).fetchall()
+            statuses = conn.execute("SELECT text_extraction_status, processing_status, count(*)"
+                                    " FROM docstatus.documents WHERE id = ANY(%s) GROUP BY 1, 2",
+                                    (document_ids,)).fetchall()
             ends = Counter(row[0] for row in conn.execute(
                 "SELECT document_id FROM docstatus.status_events WHERE kind = 'processing' AND to_status = 'done'"))
     finally:

@@ -41,7 +41,7 @@ def make_documents(dsn: str) -> tuple[int, int, int]:
             document = client.register_document("docs", f"{name}.pdf", f"{name}.pdf", "application/pdf", 100)
             client.validate_document(document.id, True, "application/pdf")
             ids.append(document.id)
-        for document_id, ending in zip(ids, ("done", "failed")):
+        for document_id, ending in zip(ids, ("done", "failed"), strict=False):
             job = client.claim_extraction_job("w")
             assert job is not None and job.document_id == document_id
             client.mark_ocr_running(document_id, "w")

@@ -24,7 +24,7 @@ JOB_STATUSES = ["pending extraction", "done", "failed"]
 
 def _chain_to_failed(chain):
     """The seed's charts: a chain, and every state may fail."""
-    edges = set(zip(chain, chain[1:]))
+    edges = set(zip(chain, chain[1:], strict=False))
     edges |= {(state, "failed") for state in chain}
     return edges
 
@@ -45,7 +45,7 @@ def pair_move_allowed(source, target):
     kinds = ("text_extraction", "processing")
     return all(
         before == after or (before, after) in EXPECTED_EDGES[kind]
-        for kind, before, after in zip(kinds, source, target)
+        for kind, before, after in zip(kinds, source, target, strict=True)
     )
 
 

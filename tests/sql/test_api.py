@@ -104,7 +104,8 @@ def test_validate_bad_arguments(conn):
                                             (doc_id,))) == "DS003"
     assert sqlstate_of(lambda: conn.execute("SELECT docstatus.validate_document(%s, true, NULL)",
                                             (doc_id,))) == "DS003"
-    assert sqlstate_of(lambda: conn.execute("SELECT docstatus.validate_document(999999, true, 'text/plain')")) == "DS002"
+    assert sqlstate_of(
+        lambda: conn.execute("SELECT docstatus.validate_document(999999, true, 'text/plain')")) == "DS002"
     assert document_state(conn, doc_id) == UPLOADED
 
 
@@ -268,4 +269,5 @@ def test_retry_errors(conn):
 
 def test_events_after_arguments(conn):
     for args in [(None, 0, 10), ("0", None, 10), ("0", 0, 0), ("0", 0, None)]:
-        assert sqlstate_of(lambda: conn.execute("SELECT * FROM docstatus.events_after(%s::xid8, %s, %s)", args)) == "DS003"
+        assert sqlstate_of(
+            lambda: conn.execute("SELECT * FROM docstatus.events_after(%s::xid8, %s, %s)", args)) == "DS003"

@@ -195,8 +195,10 @@ def test_a_retryable_failure_is_retried_with_backoff_up_to_max_attempts(conn):
 
 def test_mark_attempt_failed_has_the_lease_rules_of_the_marks(conn):
     doc_id = make_document(conn, OCR, worker_id="w1")
-    assert sqlstate_of(lambda: conn.execute("SELECT docstatus.mark_attempt_failed(%s, 'x', 'w2')", (doc_id,))) == "DS004"
-    assert sqlstate_of(lambda: conn.execute("SELECT docstatus.mark_attempt_failed(%s, ' ', 'w1')", (doc_id,))) == "DS003"
+    assert sqlstate_of(
+        lambda: conn.execute("SELECT docstatus.mark_attempt_failed(%s, 'x', 'w2')", (doc_id,))) == "DS004"
+    assert sqlstate_of(
+        lambda: conn.execute("SELECT docstatus.mark_attempt_failed(%s, ' ', 'w1')", (doc_id,))) == "DS003"
     assert document_state(conn, doc_id) == OCR
     failed = make_document(conn, FAILED)
     assert sqlstate_of(lambda: conn.execute("SELECT docstatus.mark_attempt_failed(%s, 'x')", (failed,))) == "DS001"

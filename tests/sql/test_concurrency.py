@@ -3,8 +3,6 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg
-
 from .states import OCR, QUEUED, document_state, make_document, register, sqlstate_of
 
 

@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from .states import QUEUED, make_document, register
 
 

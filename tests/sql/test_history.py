@@ -56,7 +56,8 @@ def test_weekly_partitions_continue_where_daily_ones_end(conn):
     created, *_ = conn.execute("SELECT * FROM docstatus.maintain_history()").fetchone()
     assert created >= 4
     bounds = [(lower, upper) for _, lower, upper in partitions(conn)[:-1]]
-    assert all(upper == next_lower for (_, upper), (next_lower, _) in zip(bounds, bounds[1:])), "no gap, no overlap"
+    assert all(upper == next_lower
+               for (_, upper), (next_lower, _) in zip(bounds, bounds[1:], strict=False)), "no gap, no overlap"
     weekly = [name for name, _, _ in partitions(conn) if re.fullmatch(r"docstatus\.status_events_p\d{4}w\d{2}", name)]
     assert len(weekly) >= 4, partitions(conn)  # ISO weeks, named as pg_partman names them
 

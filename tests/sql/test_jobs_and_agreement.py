@@ -4,7 +4,15 @@ import psycopg
 import pytest
 
 from .states import (
-    COMPLETED, FAILED, LLM, OCR, QUEUED, UPLOADED, document_state, make_document, sqlstate_of,
+    COMPLETED,
+    FAILED,
+    LLM,
+    OCR,
+    QUEUED,
+    UPLOADED,
+    document_state,
+    make_document,
+    sqlstate_of,
 )
 
 
@@ -102,7 +110,8 @@ def test_entering_ocr_by_hand_gives_the_job_a_lease(conn):
         conn.execute("UPDATE docstatus.documents SET text_extraction_status = 'in progress',"
                      " processing_status = 'ocr running' WHERE id = %s", (doc_id,))
     worker, lease_ok = conn.execute(
-        "SELECT worker_id, lease_expires_at > now() + (SELECT default_lease FROM docstatus.settings) - interval '1 minute'"
+        "SELECT worker_id,"
+        "       lease_expires_at > now() + (SELECT default_lease FROM docstatus.settings) - interval '1 minute'"
         " FROM docstatus.extraction_jobs WHERE document_id = %s", (doc_id,)).fetchone()
     assert worker == conn.execute("SELECT session_user").fetchone()[0]
     assert lease_ok is True

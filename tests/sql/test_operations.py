@@ -13,8 +13,20 @@ import time
 import psycopg
 import pytest
 
-from .states import (COMPLETED, FAILED, LLM, OCR, QUEUED, SIX_STATES, UPLOADED, claim_document,
-                     make_document, pair_move_allowed, register, sqlstate_of)
+from .states import (
+    COMPLETED,
+    FAILED,
+    LLM,
+    OCR,
+    QUEUED,
+    SIX_STATES,
+    UPLOADED,
+    claim_document,
+    make_document,
+    pair_move_allowed,
+    register,
+    sqlstate_of,
+)
 
 STATE_NAMES = {UPLOADED: "uploaded", QUEUED: "queued", OCR: "ocr running", LLM: "llm running",
                COMPLETED: "completed", FAILED: "failed"}
@@ -116,9 +128,9 @@ def test_stage_slas_refuse_non_positive_durations(conn, duration):
 def test_stuck_documents_lists_only_states_past_their_sla(conn):
     docs = {state: make_document(conn, state) for state in SIX_STATES}
     fresh = {state: make_document(conn, state) for state in (UPLOADED, QUEUED, OCR, LLM)}
-    for state, doc_id in docs.items():
+    for doc_id in docs.values():
         backdate(conn, doc_id, "2 hours")  # past every SLA
-    for state, doc_id in fresh.items():
+    for doc_id in fresh.values():
         backdate(conn, doc_id, "5 minutes")  # within every SLA
     assert stuck(conn) == {docs[state]: STATE_NAMES[state] for state in (UPLOADED, QUEUED, OCR, LLM)}
 
@@ -166,7 +178,8 @@ def test_check_stuck_alerts_once_per_stuck_state_and_again_after_moving_on(conne
     payloads = alerts_until_marker(conn, listener)
     assert sorted((p["document_id"], p["state"]) for p in payloads) == sorted(returned)
     by_doc = {p["document_id"]: p for p in payloads}
-    queued_job = conn.execute("SELECT id FROM docstatus.extraction_jobs WHERE document_id = %s", (queued,)).fetchone()[0]
+    queued_job = conn.execute("SELECT id FROM docstatus.extraction_jobs WHERE document_id = %s",
+                              (queued,)).fetchone()[0]
     entered_at = conn.execute("SELECT to_json(status_entered_at)::text FROM docstatus.documents WHERE id = %s",
                               (queued,)).fetchone()[0]
     assert set(by_doc[queued]) == {"document_id", "job_id", "kind", "state", "entered_at", "sla", "at"}
@@ -257,7 +270,8 @@ def test_document_overview_current_job_is_the_latest_attempt(conn):
     fail_job(conn, doc_id, "timeout calling OCR", worker_id="w7")
     conn.execute("SELECT docstatus.retry_document(%s)", (doc_id,))
     backdate(conn, doc_id, "90 minutes")
-    latest = conn.execute("SELECT max(id) FROM docstatus.extraction_jobs WHERE document_id = %s", (doc_id,)).fetchone()[0]
+    latest = conn.execute("SELECT max(id) FROM docstatus.extraction_jobs WHERE document_id = %s",
+                          (doc_id,)).fetchone()[0]
     row = conn.execute(
         "SELECT state, job_id, job_status, attempt, worker_id, last_error, status_reason,"
         " in_status_for BETWEEN interval '89 minutes' AND interval '91 minutes'"
@@ -321,7 +335,8 @@ def test_failure_summary_first_and_last_seen(conn):
         fail_job(conn, doc_id, f"OCR engine crashed with code {doc_id}")
     conn.execute("UPDATE docstatus.extraction_jobs SET completed_at = now() - interval '3 days' WHERE document_id = %s",
                  (doc_ids[0],))
-    row = conn.execute("SELECT failures, now() - first_seen > interval '2 days', now() - last_seen < interval '1 minute'"
+    row = conn.execute("SELECT failures, now() - first_seen > interval '2 days',"
+                       "       now() - last_seen < interval '1 minute'"
                        " FROM docstatus.failure_summary").fetchone()
     assert row == (3, True, True)
 
@@ -536,7 +551,8 @@ SELECT 'bulk', 'b' || i, 'f' || i || '.pdf', p.t, p.p, x.at - interval '1 minute
   FROM generate_series(1, %(n)s) AS i
  -- 1%% active, spread over the four watched states; 5%% failed; the rest completed.
  CROSS JOIN LATERAL (
-       SELECT CASE WHEN i %% 100 = 0 THEN (ARRAY['uploaded', 'queued', 'ocr running', 'llm running'])[(i / 100) %% 4 + 1]
+       SELECT CASE WHEN i %% 100 = 0
+                   THEN (ARRAY['uploaded', 'queued', 'ocr running', 'llm running'])[(i / 100) %% 4 + 1]
                    WHEN i %% 100 < 6 THEN 'failed' ELSE 'completed' END AS state,
               CASE WHEN i %% 100 = 0 THEN now() - (i %% 7200) * interval '1 second'
                    ELSE now() - interval '1 day' - i * interval '1 second' END AS at) AS x
@@ -594,10 +610,12 @@ def seq_scanned(conn, query, params=None):
 # rather than by fold_status_counters, whose horizon any open transaction on the server holds back.
 SET_COUNTERS = """
 WITH counted AS (
-    SELECT 'text_extraction' AS kind, text_extraction_status AS status, count(*) AS n FROM docstatus.documents GROUP BY 2
+    SELECT 'text_extraction' AS kind, text_extraction_status AS status, count(*) AS n
+      FROM docstatus.documents GROUP BY 2
     UNION ALL SELECT 'processing', processing_status, count(*) FROM docstatus.documents GROUP BY 2
     UNION ALL SELECT 'job', status, count(*) FROM docstatus.extraction_jobs GROUP BY 2)
-UPDATE docstatus.status_counters c SET count = coalesce((SELECT n FROM counted WHERE (kind, status) = (c.kind, c.status)), 0);
+UPDATE docstatus.status_counters c
+   SET count = coalesce((SELECT n FROM counted WHERE (kind, status) = (c.kind, c.status)), 0);
 UPDATE docstatus.status_counters_fold
    SET folded_below_tx = (pg_current_xact_id()::text::bigint + 1)::text::xid8, folded_at = now();
 """

@@ -24,7 +24,7 @@ def public_functions(conn) -> dict[str, set[str]]:
         "SELECT p.proname, coalesce(p.proargnames, '{}'), coalesce(p.proargmodes::text[], '{}')"
         "  FROM pg_proc p WHERE p.pronamespace = 'docstatus'::regnamespace"
         "   AND p.proname NOT LIKE '\\_%%' AND p.prorettype <> 'trigger'::regtype").fetchall()
-    return {name: {arg for arg, mode in zip(names, modes or ["i"] * len(names)) if mode in ("i", "b")}
+    return {name: {arg for arg, mode in zip(names, modes or ["i"] * len(names), strict=True) if mode in ("i", "b")}
             for name, names, modes in rows}
 
 
@@ -58,7 +58,8 @@ def test_unique_indexes_and_foreign_keys(conn):
     assert documented("unique indexes keyed by document") == {
         index for table, index, columns, _ in indexes if keyed_by_document(table, columns)}
     assert documented("unique indexes across documents") == {
-        index for table, index, columns, has_document in indexes if has_document and not keyed_by_document(table, columns)}
+        index for table, index, columns, has_document in indexes
+        if has_document and not keyed_by_document(table, columns)}
     assert documented("reference tables") == {table for table, _, _, has_document in indexes if not has_document}
 
     foreign_keys = conn.execute(

@@ -135,7 +135,8 @@ def test_dms_role_can_still_validate(conn):
         conn.execute("SET LOCAL ROLE docstatus_dms")
         assert validate(conn, doc_id, mime="text/plain")[2] == "document is empty (0 bytes)"
     granted = conn.execute(
-        "SELECT has_function_privilege(r, 'docstatus.validate_document(bigint, boolean, text, text, bigint)', 'EXECUTE')"
+        "SELECT has_function_privilege(r, 'docstatus.validate_document(bigint, boolean, text, text, bigint)',"
+        "                              'EXECUTE')"
         "  FROM unnest(ARRAY['docstatus_dms', 'docstatus_worker', 'public']) WITH ORDINALITY AS roles(r, n)"
         " ORDER BY n").fetchall()
     granted = tuple(row[0] for row in granted)

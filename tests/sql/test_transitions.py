@@ -6,9 +6,22 @@ import psycopg
 import pytest
 
 from .states import (
-    COMPLETED, EXPECTED_EDGES, FAILED, JOB_STATUSES, LLM, OCR, PROCESSING_STATUSES, QUEUED,
-    SIX_STATES, TEXT_STATUSES, UPLOADED, document_state, make_document, pair_move_allowed,
-    register, sqlstate_of,
+    COMPLETED,
+    EXPECTED_EDGES,
+    FAILED,
+    JOB_STATUSES,
+    LLM,
+    OCR,
+    PROCESSING_STATUSES,
+    QUEUED,
+    SIX_STATES,
+    TEXT_STATUSES,
+    UPLOADED,
+    document_state,
+    make_document,
+    pair_move_allowed,
+    register,
+    sqlstate_of,
 )
 
 

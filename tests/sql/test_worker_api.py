@@ -4,8 +4,18 @@ run_maintenance, and validate_document judging the observed blob size."""
 import psycopg
 import pytest
 
-from .states import COMPLETED, LLM, OCR, QUEUED, UPLOADED, claim_document, document_state, make_document, register
-from .states import sqlstate_of
+from .states import (
+    COMPLETED,
+    LLM,
+    OCR,
+    QUEUED,
+    UPLOADED,
+    claim_document,
+    document_state,
+    make_document,
+    register,
+    sqlstate_of,
+)
 
 
 def claim_jobs(conn, worker="w1", limit=1, start_ocr=False, lease="5 minutes"):
@@ -157,7 +167,8 @@ def test_require_document_raises_ds002_for_an_unknown_id(conn):
 
 def test_the_worker_role_may_run_the_worker_api(conn):
     granted = conn.execute(
-        "SELECT has_function_privilege('docstatus_worker', f, 'EXECUTE'), has_function_privilege('public', f, 'EXECUTE')"
+        "SELECT has_function_privilege('docstatus_worker', f, 'EXECUTE'),"
+        "       has_function_privilege('public', f, 'EXECUTE')"
         "  FROM unnest(ARRAY['docstatus.claim_jobs(text, interval, integer, boolean)',"
         "                    'docstatus.finish_job(bigint, text, text, text)',"
         "                    'docstatus.run_maintenance(boolean)', 'docstatus.next_job_due()',"

@@ -27,7 +27,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from docstatus.dev.ports import free_port, port_is_free  # noqa: F401  (part of this module's API)
+from docstatus.dev.ports import free_port, port_is_free
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 AZURITE_VERSION = "3.35.0"
@@ -156,6 +156,7 @@ class Azurite:
             connection.close()
 
     def _wait_until_answering(self, timeout: float) -> None:
+        assert self._process is not None  # started just before
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,7 +135,8 @@ class _StatusPrinter(logging.Handler):
             return
         document_id = fields.get("document_id")
         error = f"  ({fields['error']})" if fields.get("error") else ""
-        print(f"    document {document_id:>3} {self.filenames.get(document_id, ''):<22} -> {fields['status']}{error}")
+        filename = self.filenames.get(document_id, "") if isinstance(document_id, int) else ""
+        print(f"    document {document_id:>3} {filename:<22} -> {fields['status']}{error}")
 
 
 @contextmanager
@@ -314,4 +314,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -113,20 +113,24 @@ class LocalPostgres:
 
     # --- the installed binaries ----------------------------------------------------------------
 
-    def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _binary(self, name: str) -> str:
+        assert self.bindir is not None  # only a cluster of installed binaries runs them
+        return str(self.bindir / name)
+
+    def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         if self.as_root:
             command = ("runuser", "-u", SERVER_USER, "--", *command)
         # cwd /: the server user may not be able to enter ours.
         return subprocess.run(command, cwd="/", capture_output=True, text=True, check=check)
 
     def _pg_ctl(self, action: str, *options: str) -> None:
-        result = self._run(str(self.bindir / "pg_ctl"), action, "-D", str(self.data_dir), *options, check=False)
+        result = self._run(self._binary("pg_ctl"), action, "-D", str(self.data_dir), *options, check=False)
         if result.returncode != 0:
             log_tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.is_file() else ""
             raise RuntimeError(f"pg_ctl {action} failed: {result.stderr.strip()}\n{log_tail}")
 
     def _running(self) -> bool:
-        return self._run(str(self.bindir / "pg_ctl"), "status", "-D", str(self.data_dir), check=False).returncode == 0
+        return self._run(self._binary("pg_ctl"), "status", "-D", str(self.data_dir), check=False).returncode == 0
 
     def _initdb(self, password: str) -> None:
         self._prepare_cluster_dir()
@@ -135,7 +139,7 @@ class LocalPostgres:
         password_file.chmod(0o600)
         self._give_to_server_user(password_file)
         try:
-            result = self._run(str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8",
+            result = self._run(self._binary("initdb"), "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8",
                                "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}",
                                "--no-instructions", check=False)
         finally:

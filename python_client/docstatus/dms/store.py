@@ -10,8 +10,9 @@ appears. Memory stays at about ``(max_concurrency + 1) * chunk_size`` whatever t
 
 Validation: the blob must exist and yield its first bytes; the MIME type comes from those bytes
 (libmagic). ``docstatus.validate_document`` then decides in the database, given the blob's size
-as read (a size other than the registered one: not retrievable), the allowlist, empty, too large. A blob store that cannot be reached leaves the
-document 'not ready' with its reason; ``revalidate_pending`` tries those again.
+as read (a size other than the registered one: not retrievable), the allowlist, empty, too large.
+A blob store that cannot be reached leaves the document 'not ready' with its reason;
+``revalidate_pending`` tries those again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, NamedTuple, Union
+from typing import IO, NamedTuple
 
 import psycopg
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -45,7 +46,7 @@ from docstatus.models import Document, ExtractionJob, TextExtractionStatus
 
 log = logging.getLogger("docstatus.dms")
 
-Source = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]
+Source = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 MiB = 1024 * 1024
 _HASH_READ = 1 * MiB
@@ -208,7 +209,8 @@ class DocumentStore:
         except HttpResponseError as exc:
             # Two uploads of the same bytes race: the first commit discards the other's
             # uncommitted blocks. The blob is there all the same.
-            if exc.error_code == "InvalidBlockList" and _holds(blob, digest, size):
+            # azure-storage sets error_code on the errors it raises; azure-core's class does not declare it.
+            if exc.error_code == "InvalidBlockList" and _holds(blob, digest, size):  # type: ignore[attr-defined]
                 log.debug("blob %s: another upload of the same bytes committed first", blob.blob_name)
                 return
             raise

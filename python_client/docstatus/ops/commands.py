@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -161,7 +161,7 @@ def show(document_id: int, dsn: str, as_json: bool) -> None:
 
 def _job_row(job) -> dict[str, Any]:
     """A job with how long it waited to be claimed and how long it ran (so far, if running)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     waited = None if job.started_at is None else job.started_at - max(job.created_at, job.not_before)
     ran = None if job.started_at is None else (job.completed_at or now) - job.started_at
     return {
@@ -203,7 +203,7 @@ class Since(click.ParamType):
         text = str(value)
         if match := _DURATION.match(text):
             seconds = float(match.group(1)) * _SECONDS_OF_UNIT[match.group(2).lower()]
-            return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+            return datetime.now(UTC) - timedelta(seconds=seconds)
         try:
             moment = datetime.fromisoformat(text.strip())
         except ValueError:
@@ -338,7 +338,7 @@ def reap(dsn: str, as_json: bool) -> None:
         client = Client(conn)
         reaped = client.reap_expired_jobs()
         documents = {job.document_id: client.get_document(job.document_id) for job in reaped}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for job in reaped:
         document = documents[job.document_id]
         rows.append({"job_id": job.id, "document_id": job.document_id, "attempt": job.attempt,

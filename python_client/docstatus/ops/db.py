@@ -51,7 +51,7 @@ def redact_dsn(dsn: str) -> str:
     except psycopg.Error:
         return "(a DSN libpq cannot parse)"
     params.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    return psycopg.conninfo.make_conninfo("", **params)
 
 
 def _password_of(dsn: str) -> str | None:

@@ -13,8 +13,8 @@ import json
 import os
 import sys
 import threading
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import click
@@ -24,8 +24,8 @@ from docstatus.listener import ALERTS_CHANNEL, EVENTS_CHANNEL, Listener
 from docstatus.models import Cursor, EventKind, StatusEvent
 from docstatus.ops import render
 from docstatus.ops.db import one_line, session
-from docstatus.options import dsn_option, json_option
 from docstatus.ops.stopping import stop_signals
+from docstatus.options import dsn_option, json_option
 from docstatus.subscriber import Subscriber
 
 

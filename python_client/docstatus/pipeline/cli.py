@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 import logging
 from datetime import timedelta
+from typing import Any
 
 import click
 
 from docstatus.options import blob_connection_string_option, dsn_option
 
 
-def load_object(spec: str) -> object:
+def load_object(spec: str) -> Any:
     """'package.module:attribute' -> the attribute; a class is instantiated without arguments."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:

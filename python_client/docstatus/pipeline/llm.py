@@ -68,7 +68,8 @@ class ChatCompletionsExtractor:
         url = os.environ.get(URL_ENV, "")
         model = os.environ.get(MODEL_ENV, "")
         if not url or not model:
-            raise ValueError(f"set {URL_ENV} and {MODEL_ENV} to use an LLM (unset {URL_ENV} for the rule-based extractor)")
+            raise ValueError(f"set {URL_ENV} and {MODEL_ENV} to use an LLM"
+                             f" (unset {URL_ENV} for the rule-based extractor)")
         return cls(url, model, os.environ.get(API_KEY_ENV) or None, **options)
 
     def request_body(self, text: str) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class TesseractOcr:
                 f"OCR engine not installed: {mime_type} needs Tesseract ({self.tesseract_cmd!r} is not on PATH; "
                 "on Debian/Ubuntu: apt-get install tesseract-ocr)")
         try:
-            import pytesseract
+            import pytesseract  # type: ignore[import-untyped]  # pytesseract ships no types
             from PIL import Image, ImageSequence, UnidentifiedImageError
         except ImportError as exc:
             raise OcrEngineNotInstalled(f"OCR engine not installed: {exc} (pip install pytesseract pillow)") from exc

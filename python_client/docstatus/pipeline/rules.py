@@ -32,7 +32,8 @@ _MONTH_DAY_YEAR = re.compile(rf"\b({_MONTH})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\
 _CURRENCY_SYMBOLS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY", "₹": "INR", "CHF": "CHF"}
 _CURRENCY = r"(?:EUR|USD|GBP|CHF|JPY|CAD|AUD|SEK|NOK|DKK|PLN|CZK|INR|CNY|[€$£¥₹])"
 _NUMBER = r"\d{1,3}(?:[,.' ]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?"
-_AMOUNT = re.compile(rf"(?P<pre>{_CURRENCY})\s?(?P<a>{_NUMBER})(?![\d])|(?<![\d.,])(?P<b>{_NUMBER})\s?(?P<post>{_CURRENCY})(?![A-Za-z])")
+_AMOUNT = re.compile(rf"(?P<pre>{_CURRENCY})\s?(?P<a>{_NUMBER})(?![\d])"
+                     rf"|(?<![\d.,])(?P<b>{_NUMBER})\s?(?P<post>{_CURRENCY})(?![A-Za-z])")
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 
@@ -47,7 +48,7 @@ def _iso(year: int, month: int, day: int) -> str | None:
 
 
 def _dates(text: str) -> list[str]:
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str | None]] = []
     for match in _ISO_DATE.finditer(text):
         found.append((match.start(), _iso(int(match[1]), int(match[2]), int(match[3]))))
     for match in _NUMERIC_DATE.finditer(text):

@@ -72,8 +72,9 @@ class Worker:
     or a conninfo string (the worker then opens a pool of ``concurrency + 3`` connections and
     closes it at the end). A pool of yours needs ``max_size >= concurrency + 2``: each thread
     keeps one connection, the heartbeat and the maintenance borrow theirs. The NOTIFY listener
-    opens its own connection with the pool's conninfo. ``store``: the DMS ``DocumentStore``, a ``BlobServiceClient``, or an
-    Azure Storage connection string (None: ``AZURE_STORAGE_CONNECTION_STRING`` or Azurite).
+    opens its own connection with the pool's conninfo. ``store``: the DMS ``DocumentStore``, a
+    ``BlobServiceClient``, or an Azure Storage connection string (None:
+    ``AZURE_STORAGE_CONNECTION_STRING`` or Azurite).
     ``ocr`` defaults to ``DocumentOcr()``, ``llm`` to ``llm_from_env()`` (the chat-completions
     client when ``DOCSTATUS_LLM_URL`` is set, else the offline rule-based extractor).
     """
@@ -115,7 +116,7 @@ class Worker:
         self.llm_name = engine_name(self.llm)
 
         self._owns_pool = isinstance(client, str)
-        if self._owns_pool:
+        if isinstance(client, str):
             size = concurrency + 3  # the processing threads, the heartbeat, maintenance, releases
             pool = ConnectionPool(client, min_size=size, max_size=size, kwargs={"autocommit": True},
                                   open=True, name="docstatus-worker")
@@ -139,7 +140,9 @@ class Worker:
         self._held_lock = threading.Lock()
         self._wakeup = Wakeup()
         self._heartbeat = Heartbeat(self.client, self.worker_id, lease, self.heartbeat_interval)
-        self._listener = JobListener(pool.conninfo, self._wakeup) if listen else None
+        # A pool may hold a function that gives the conninfo; the listener connects with its result.
+        conninfo = pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()
+        self._listener = JobListener(conninfo, self._wakeup) if listen else None
         self._stopping = threading.Event()  # no more claims
         self._stop_now = threading.Event()  # release running jobs without waiting for the grace period
         self._stop_reason: str | None = None
@@ -304,7 +307,7 @@ class Worker:
             return
         if any(action.action == "skipped" for action in actions):
             return  # another worker is at it
-        if check_stuck:
+        if check_stuck and self.check_stuck_interval is not None:
             self._next_stuck_check = now + self.check_stuck_interval
         reaped = [action for action in actions if action.action == "reaped"]
         stuck = sum(action.action == "stuck" for action in actions)
@@ -317,7 +320,8 @@ class Worker:
         if stuck:
             log.warning("%s document(s) newly stuck (see docstatus.stuck_documents)", stuck,
                         extra={"fields": {"event": "stuck documents", "count": stuck}})
-        for failed in (action for action in actions if action.action in ("stuck check failed", "history upkeep failed")):
+        upkeep_failures = ("stuck check failed", "history upkeep failed")
+        for failed in (action for action in actions if action.action in upkeep_failures):
             log.warning("%s: %s", failed.action, failed.error_message,
                         extra={"fields": {"event": "maintenance failed", "error": failed.error_message}})
         if reaped:
@@ -354,7 +358,8 @@ class Worker:
                                                           "running": len(self._held), "reason": reason}})
         deadline = time.monotonic() + self.grace_period
         slots = [thread for thread in self._threads if thread.name.startswith("docstatus-slot")]
-        while any(thread.is_alive() for thread in slots) and time.monotonic() < deadline and not self._stop_now.is_set():
+        while (any(thread.is_alive() for thread in slots) and time.monotonic() < deadline
+               and not self._stop_now.is_set()):
             for thread in slots:
                 thread.join(0.05)
             self._act_on_signals()
@@ -379,7 +384,7 @@ class Worker:
                 self.client.release_job(held.job.id, self.worker_id, reason)
             except LeaseLost:
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong, the reaper ends the job
                 log.warning("job %s could not be released (%s); the reaper will retry it when its lease runs out",
                             held.job.id, exc, extra={"fields": held.log_fields(self.worker_id, event="release failed",
                                                                                 error=str(exc))})
