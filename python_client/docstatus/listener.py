@@ -35,7 +35,7 @@ from psycopg import sql
 from docstatus.client import load_query
 
 __all__ = ["ALERTS_CHANNEL", "CONNECT_DEFAULTS", "EVENTS_CHANNEL", "ConnectionLost", "ListenConnection", "Listener",
-           "Watchdog", "connect_options", "describe_loss", "listen", "reconnecting", "shut_down_socket"]
+           "Watchdog", "connect_options", "describe_loss", "reconnecting", "shut_down_socket"]
 
 # The channels the database notifies on (the NOTIFY contract of the README).
 EVENTS_CHANNEL = "docstatus_events"
@@ -57,12 +57,6 @@ _WAIT_SLICE = 0.5  # how often the Listener's thread looks at its stop flag
 log = logging.getLogger("docstatus.listener")
 
 T = TypeVar("T")
-
-
-def listen(conn: psycopg.Connection, channels: Iterable[str]) -> None:
-    """LISTEN on each channel (LISTEN takes no parameter: the name goes in as an identifier)."""
-    for channel in channels:
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
 
 def connect_options(conninfo: str, application_name: str,
