@@ -585,15 +585,16 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._insert_job IS 'Internal: inserts attempt max+1 of a document (caller holds the document lock).';
 
--- retry_base_delay * 2^(failures - 1), at most retry_max_delay. The doubling is computed only
--- while it stays below the cap (fewer doublings than log2(max / base)), so it never overflows
--- an interval (or a float), for any base, cap and number of failures the CHECKs accept.
+-- retry_base_delay * 2^(failures - 1), at most retry_max_delay, and the exponent at most 30
+-- (as since 0004). The doubling is computed only while it stays below the cap (fewer doublings
+-- than log2(max / base)), so it never overflows an interval (or a float), for any base, cap and
+-- number of failures the CHECKs accept.
 CREATE FUNCTION docstatus._retry_delay(p_failures integer, p_base interval, p_max interval) RETURNS interval
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN p_failures <= 1 OR p_base <= interval '0' THEN least(p_base, p_max)
         WHEN p_failures - 1 >= ceil(log(2, extract(epoch FROM p_max) / extract(epoch FROM p_base))) THEN p_max
-        ELSE least(p_max, p_base * power(2, p_failures - 1))
+        ELSE least(p_max, p_base * power(2, least(p_failures - 1, 30)))
     END
 $$;
 COMMENT ON FUNCTION docstatus._retry_delay IS
