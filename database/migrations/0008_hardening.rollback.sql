@@ -1,6 +1,28 @@
 -- Back to 0007: the functions as they were, without the text limits, the caps and the
 -- overflow-proof backoff (rows capped stay capped).
 
+-- The functions go back to the installer; the role docstatus_owner, cluster-wide and maybe used
+-- by other databases, is left in place (as the other docstatus roles).
+DO $$
+DECLARE
+    v_function regprocedure;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'docstatus_owner') THEN
+        RETURN;
+    END IF;
+    FOR v_function IN
+        SELECT p.oid FROM pg_proc p
+         WHERE p.pronamespace = 'docstatus'::regnamespace AND p.proowner = 'docstatus_owner'::regrole
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', v_function, current_user);
+    END LOOP;
+    REVOKE ALL ON ALL TABLES IN SCHEMA docstatus FROM docstatus_owner;
+    ALTER DEFAULT PRIVILEGES IN SCHEMA docstatus REVOKE ALL ON TABLES FROM docstatus_owner;
+    REVOKE ALL ON FUNCTION docstatus.maintain_history() FROM docstatus_owner;
+    REVOKE ALL ON SCHEMA docstatus FROM docstatus_owner;
+END;
+$$;
+
 DROP TRIGGER _900_cap_error_message ON docstatus.extraction_jobs;
 DROP TRIGGER _900_cap_status_reason ON docstatus.documents;
 ALTER TABLE docstatus.extraction_jobs

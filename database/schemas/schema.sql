@@ -2366,6 +2366,69 @@ GRANT EXECUTE ON FUNCTION docstatus.events_after(xid8, bigint, integer),
                           docstatus.next_job_due() TO docstatus_reader;
 
 ------------------------------------------------------------------------------------------------
+-- docstatus_owner: the functions run with the rights on docstatus's tables, nothing more
+------------------------------------------------------------------------------------------------
+
+-- Every function of the schema is owned by a NOLOGIN role that may read and write the tables of
+-- docstatus and nothing else, so a mistake in a SECURITY DEFINER function cannot reach beyond
+-- the schema, as it could with the installer's (often superuser) rights. maintain_history and
+-- its partition helpers stay the installer's: creating, attaching and dropping partitions needs
+-- the ownership of status_events (and pg_partman's rights). Tables created later by the installer
+-- get the same rights (default privileges), so a function reading a new table keeps working.
+-- Creating the role needs CREATEROLE: without it, the installer keeps owning the functions.
+DO $$
+DECLARE
+    v_installer pg_roles;
+    v_function regprocedure;
+    v_table regclass;
+BEGIN
+    SELECT * INTO v_installer FROM pg_roles WHERE rolname = current_user;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'docstatus_owner') THEN
+        IF NOT (v_installer.rolsuper OR v_installer.rolcreaterole) THEN
+            RAISE NOTICE 'docstatus: % may not create roles, so the functions stay owned by it; '
+                         'create the NOLOGIN role docstatus_owner and migrate again to hand them over',
+                         current_user;
+            RETURN;
+        END IF;
+        CREATE ROLE docstatus_owner NOLOGIN;
+    END IF;
+    -- Handing a function over needs membership in the new owner.
+    IF NOT pg_has_role('docstatus_owner', 'MEMBER') THEN
+        EXECUTE format('GRANT docstatus_owner TO %I', current_user);
+    END IF;
+    -- event_delivery_delay reads the transactions of every session in pg_stat_activity.
+    IF v_installer.rolsuper THEN
+        GRANT pg_read_all_stats TO docstatus_owner;
+    END IF;
+
+    GRANT USAGE ON SCHEMA docstatus TO docstatus_owner;
+    FOR v_table IN
+        SELECT c.oid FROM pg_class c
+         WHERE c.relnamespace = 'docstatus'::regnamespace AND c.relkind IN ('r', 'p') ORDER BY c.relname
+    LOOP
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON TABLE %s TO docstatus_owner', v_table);
+    END LOOP;
+    FOR v_table IN
+        SELECT c.oid FROM pg_class c
+         WHERE c.relnamespace = 'docstatus'::regnamespace AND c.relkind = 'v' ORDER BY c.relname
+    LOOP
+        EXECUTE format('GRANT SELECT ON TABLE %s TO docstatus_owner', v_table);
+    END LOOP;
+    ALTER DEFAULT PRIVILEGES IN SCHEMA docstatus GRANT SELECT, INSERT, UPDATE ON TABLES TO docstatus_owner;
+    GRANT EXECUTE ON FUNCTION docstatus.maintain_history() TO docstatus_owner;
+    FOR v_function IN
+        SELECT p.oid FROM pg_proc p
+         WHERE p.pronamespace = 'docstatus'::regnamespace
+           AND p.proname NOT IN ('maintain_history', '_create_history_partition', '_create_history_partitions',
+                                 '_protect_history_partition', '_guard_history')
+         ORDER BY p.oid
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO docstatus_owner', v_function);
+    END LOOP;
+END;
+$$;
+
+------------------------------------------------------------------------------------------------
 -- First run
 ------------------------------------------------------------------------------------------------
 
