@@ -292,3 +292,69 @@ def test_the_failure_summary_stays_fast_with_huge_messages(conn):
         conn.execute("SELECT docstatus.mark_attempt_failed(%s, %s)", (doc_id, "z" * 10_000_000))
     assert conn.execute("SELECT max(octet_length(error_message)) FROM docstatus.extraction_jobs").fetchone()[0] <= 4096
     conn.execute("SELECT * FROM docstatus.failure_summary").fetchall()
+
+
+# --- docstatus_owner: the functions' rights end at the schema --------------------------------
+
+# Creating, attaching and dropping status_events partitions needs the table's owner.
+PARTITION_UPKEEP = {"maintain_history", "_create_history_partition", "_create_history_partitions",
+                    "_protect_history_partition", "_guard_history"}
+
+
+def test_every_function_but_the_partition_upkeep_is_owned_by_docstatus_owner(conn):
+    owners = dict(conn.execute(
+        "SELECT p.proname, pg_get_userbyid(p.proowner) FROM pg_proc p"
+        " WHERE p.pronamespace = 'docstatus'::regnamespace").fetchall())
+    wrong = {name: owner for name, owner in owners.items()
+             if (owner == "docstatus_owner") == (name in PARTITION_UPKEEP)}
+    assert not wrong
+    definers = {name for (name,) in conn.execute(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'docstatus'::regnamespace AND prosecdef")}
+    assert "register_document" in definers and "reap_expired_jobs" in definers
+    assert definers - PARTITION_UPKEEP <= {n for n, o in owners.items() if o == "docstatus_owner"}
+
+
+def test_docstatus_owner_has_table_rights_and_nothing_more(conn):
+    role = conn.execute("SELECT rolsuper, rolcanlogin, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication"
+                        "  FROM pg_roles WHERE rolname = 'docstatus_owner'").fetchone()
+    assert role == (False,) * 6
+    rights = conn.execute(
+        "SELECT c.relname, has_table_privilege('docstatus_owner', c.oid, 'SELECT'),"
+        "       has_table_privilege('docstatus_owner', c.oid, 'INSERT'),"
+        "       has_table_privilege('docstatus_owner', c.oid, 'DELETE'),"
+        "       has_table_privilege('docstatus_owner', c.oid, 'TRUNCATE')"
+        "  FROM pg_class c WHERE c.relnamespace = 'docstatus'::regnamespace AND c.relkind IN ('r', 'p')"
+        "   AND NOT c.relispartition").fetchall()
+    assert rights and all(r[1:] == (True, True, False, False) for r in rights), rights
+    assert not conn.execute("SELECT has_schema_privilege('docstatus_owner', 'docstatus', 'CREATE')").fetchone()[0]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM public.hardening_secret",
+    "CREATE TABLE public.hardening_other (x int)",
+    "CREATE TABLE docstatus.hardening_other (x int)",
+    "DELETE FROM docstatus.documents",
+    "TRUNCATE docstatus.status_events",
+    "DROP TABLE docstatus.settings",
+    "ALTER TABLE docstatus.documents DISABLE TRIGGER USER",
+    "COPY docstatus.documents TO PROGRAM 'true'",
+])
+def test_a_mistake_in_a_function_cannot_reach_beyond_the_schema(conn, sql):
+    conn.execute("CREATE TABLE public.hardening_secret (x int)")
+    make_document(conn, QUEUED)
+    # What a function owned by docstatus_owner could do with SECURITY DEFINER: its owner's rights.
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE docstatus_owner")
+        assert sqlstate_of(lambda: conn.execute(sql)) == "42501"
+        raise psycopg.Rollback()
+
+
+def test_the_api_runs_as_docstatus_owner(conn):
+    conn.execute("CREATE FUNCTION public.whoami() RETURNS trigger LANGUAGE plpgsql AS $$"
+                 " BEGIN RAISE WARNING 'running as %', current_user; RETURN NEW; END $$")
+    conn.execute("CREATE TRIGGER whoami BEFORE INSERT ON docstatus.documents"
+                 " FOR EACH ROW EXECUTE FUNCTION public.whoami()")
+    seen = []
+    conn.add_notice_handler(lambda diag: seen.append(diag.message_primary))
+    register(conn, blob="as-owner")
+    assert seen == ["running as docstatus_owner"]
