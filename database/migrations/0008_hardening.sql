@@ -625,16 +625,21 @@ DECLARE
     v_table regclass;
 BEGIN
     SELECT * INTO v_installer FROM pg_roles WHERE rolname = current_user;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'docstatus_owner') THEN
-        IF NOT (v_installer.rolsuper OR v_installer.rolcreaterole) THEN
-            RAISE NOTICE 'docstatus: % may not create roles, so the functions stay owned by it; '
-                         'create the NOLOGIN role docstatus_owner and migrate again to hand them over',
-                         current_user;
+    -- Handing a function over needs membership in the new owner: a superuser has it, a role with
+    -- CREATEROLE may create the role and grant it to itself, anybody else must have been granted it.
+    IF NOT (v_installer.rolsuper OR v_installer.rolcreaterole) THEN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'docstatus_owner')
+           OR NOT pg_has_role('docstatus_owner', 'MEMBER') THEN
+            RAISE NOTICE 'docstatus: % may not create roles and is no member of docstatus_owner, so the '
+                         'functions stay owned by it', current_user
+                  USING HINT = 'As a role with CREATEROLE: CREATE ROLE docstatus_owner NOLOGIN, GRANT it '
+                               'to the installer, then install again.';
             RETURN;
         END IF;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'docstatus_owner') THEN
         CREATE ROLE docstatus_owner NOLOGIN;
     END IF;
-    -- Handing a function over needs membership in the new owner.
     IF NOT pg_has_role('docstatus_owner', 'MEMBER') THEN
         EXECUTE format('GRANT docstatus_owner TO %I', current_user);
     END IF;
@@ -643,7 +648,7 @@ BEGIN
         GRANT pg_read_all_stats TO docstatus_owner;
     END IF;
 
-    GRANT USAGE ON SCHEMA docstatus TO docstatus_owner;
+    GRANT USAGE, CREATE ON SCHEMA docstatus TO docstatus_owner;
     FOR v_table IN
         SELECT c.oid FROM pg_class c
          WHERE c.relnamespace = 'docstatus'::regnamespace AND c.relkind IN ('r', 'p') ORDER BY c.relname
@@ -667,5 +672,8 @@ BEGIN
     LOOP
         EXECUTE format('ALTER FUNCTION %s OWNER TO docstatus_owner', v_function);
     END LOOP;
+    -- A new owner needs CREATE on the schema (a superuser installer skips that check): only
+    -- for the hand-over.
+    REVOKE CREATE ON SCHEMA docstatus FROM docstatus_owner;
 END;
 $$;
