@@ -203,6 +203,15 @@ CREATE TABLE docstatus.documents (
     status_entered_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (blob_container, blob_name),
     -- The two columns move together: these six pairs (document_states) are the only states.
+    -- Text limits (as _require_text): the Azure ones for the blob; the blob name also in bytes,
+    -- since (container, blob name) is a unique btree key whose entries must stay under ~2.7 KB.
+    CONSTRAINT documents_blob_container_text CHECK (char_length(blob_container) <= 63 AND blob_container ~ '\S'),
+    CONSTRAINT documents_blob_name_text
+        CHECK (char_length(blob_name) <= 1024 AND octet_length(blob_name) <= 2048 AND blob_name ~ '\S'),
+    CONSTRAINT documents_filename_text CHECK (char_length(filename) <= 1024 AND filename ~ '\S'),
+    CONSTRAINT documents_mime_type_text CHECK (char_length(mime_type) <= 255),
+    -- Capped to 4096 bytes by the trigger _900_cap_status_reason, whoever writes it.
+    CONSTRAINT documents_status_reason_capped CHECK (octet_length(status_reason) <= 4096),
     CONSTRAINT documents_status_pair CHECK (
         (text_extraction_status, processing_status) IN (
             ('not ready',   'pending extraction'),  -- uploaded
@@ -243,7 +252,11 @@ CREATE TABLE docstatus.extraction_jobs (
     CONSTRAINT extraction_jobs_completed_at CHECK ((completed_at IS NULL) = (status = 'pending extraction')),
     CONSTRAINT extraction_jobs_failed_has_error CHECK (status <> 'failed' OR error_message IS NOT NULL),
     CONSTRAINT extraction_jobs_lease_has_holder CHECK ((worker_id IS NULL) = (lease_expires_at IS NULL)),
-    CONSTRAINT extraction_jobs_released_failed CHECK (NOT released OR status = 'failed')
+    CONSTRAINT extraction_jobs_released_failed CHECK (NOT released OR status = 'failed'),
+    CONSTRAINT extraction_jobs_idempotency_key_text CHECK (char_length(idempotency_key) <= 200 AND idempotency_key ~ '\S'),
+    CONSTRAINT extraction_jobs_worker_id_text CHECK (char_length(worker_id) <= 200 AND worker_id ~ '\S'),
+    -- Capped to 4096 bytes by the trigger _900_cap_error_message, whoever writes it.
+    CONSTRAINT extraction_jobs_error_message_capped CHECK (octet_length(error_message) <= 4096)
 );
 COMMENT ON TABLE docstatus.extraction_jobs IS
     'One row per extraction run of a document. A job a worker holds stays pending extraction, '
@@ -325,7 +338,8 @@ CREATE TABLE docstatus.document_results (
     blob_container text NOT NULL CHECK (blob_container <> ''),
     text_blob      text NOT NULL CHECK (text_blob <> ''),
     fields_blob    text NOT NULL CHECK (fields_blob <> ''),
-    created_at     timestamptz NOT NULL DEFAULT now()
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT document_results_blobs_text CHECK (char_length(text_blob) <= 1024 AND char_length(fields_blob) <= 1024)
 );
 COMMENT ON TABLE docstatus.document_results IS
     'Where the result of an extraction run is stored: the extracted text and the fields (JSON) as '
@@ -480,6 +494,62 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._raise_not_found IS 'Internal: raises DS002.';
 
+-- The one check of a text argument (DS003, naming the argument): NULL or only whitespace is
+-- empty; p_nullable accepts NULL (an optional argument) but still refuses a blank one. Length
+-- first: the blank test then reads at most p_max_chars characters.
+CREATE FUNCTION docstatus._require_text(
+    p_argument text, p_value text, p_max_chars integer, p_nullable boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_value IS NULL THEN
+        IF NOT p_nullable THEN
+            RAISE EXCEPTION '% must be non-empty', p_argument USING ERRCODE = 'DS003',
+                  DETAIL = json_build_object('argument', p_argument, 'max_chars', p_max_chars)::text;
+        END IF;
+        RETURN;
+    END IF;
+    IF char_length(p_value) > p_max_chars THEN
+        RAISE EXCEPTION '% must be at most % characters, got %', p_argument, p_max_chars, char_length(p_value)
+              USING ERRCODE = 'DS003',
+                    DETAIL = json_build_object('argument', p_argument, 'max_chars', p_max_chars,
+                                               'chars', char_length(p_value))::text;
+    END IF;
+    IF p_value !~ '\S' THEN
+        RAISE EXCEPTION '% must be non-empty%', p_argument, CASE WHEN p_nullable THEN ' or null' ELSE '' END
+              USING ERRCODE = 'DS003',
+                    DETAIL = json_build_object('argument', p_argument, 'max_chars', p_max_chars)::text,
+                    HINT = 'A value made only of whitespace counts as empty.';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._require_text IS
+    'Internal: DS003 naming the argument unless the text is non-blank and at most p_max_chars '
+    'characters (NULL allowed with p_nullable).';
+
+-- Keeps a text within p_max_bytes bytes: its first characters, then ' ... [cut N bytes]'.
+-- A character is at most 4 bytes, so each round of the loop removes enough to end in a few.
+CREATE FUNCTION docstatus._cap_text(p_text text, p_max_bytes integer DEFAULT 4096) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    v_bytes integer := octet_length(p_text);
+    -- Room for the suffix: ' ... [cut 2147483647 bytes]' is 27 bytes.
+    v_room integer := p_max_bytes - 32;
+    v_kept text;
+BEGIN
+    IF v_bytes IS NULL OR v_bytes <= p_max_bytes THEN
+        RETURN p_text;
+    END IF;
+    v_kept := left(p_text, v_room);
+    WHILE octet_length(v_kept) > v_room LOOP
+        v_kept := left(v_kept, char_length(v_kept) - greatest(1, (octet_length(v_kept) - v_room) / 4));
+    END LOOP;
+    RETURN v_kept || format(' ... [cut %s bytes]', v_bytes - octet_length(v_kept));
+END;
+$$;
+COMMENT ON FUNCTION docstatus._cap_text IS
+    'Internal: the text if it fits p_max_bytes bytes, else its first characters and '' ... [cut N bytes]''.';
+
 -- Locks and returns a document; DS002 when there is none.
 CREATE FUNCTION docstatus._lock_document(p_document_id bigint) RETURNS docstatus.documents
 LANGUAGE plpgsql AS $$
@@ -515,10 +585,26 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._insert_job IS 'Internal: inserts attempt max+1 of a document (caller holds the document lock).';
 
+-- retry_base_delay * 2^(failures - 1), at most retry_max_delay, and the exponent at most 30
+-- (as since 0004). The doubling is computed only while it stays below the cap (fewer doublings
+-- than log2(max / base)), so it never overflows an interval (or a float), for any base, cap and
+-- number of failures the CHECKs accept.
+CREATE FUNCTION docstatus._retry_delay(p_failures integer, p_base interval, p_max interval) RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN p_failures <= 1 OR p_base <= interval '0' THEN least(p_base, p_max)
+        WHEN p_failures - 1 >= ceil(log(2, extract(epoch FROM p_max) / extract(epoch FROM p_base))) THEN p_max
+        ELSE least(p_max, p_base * power(2, least(p_failures - 1, 30)))
+    END
+$$;
+COMMENT ON FUNCTION docstatus._retry_delay IS
+    'Internal: how long the next attempt waits after p_failures counted failures: p_base doubling '
+    'per failure, at most p_max; never overflows.';
+
 -- Queues the next attempt of a document whose active job has just failed; the caller holds the
 -- document lock and has just moved the document to failed. With p_backoff (a failure), only
 -- while the attempts that count are fewer than settings.max_attempts, and not before
--- retry_base_delay * 2^(failures - 1), capped at retry_max_delay; without it (a release), at
+-- retry_base_delay * 2^(failures - 1), capped at retry_max_delay (_retry_delay); without it (a release), at
 -- once and whatever max_attempts says. Returns the new job's id, NULL when none was queued.
 CREATE FUNCTION docstatus._queue_next_attempt(p_document_id bigint, p_backoff boolean)
 RETURNS bigint
@@ -537,9 +623,7 @@ BEGIN
         IF v_counted >= v_settings.max_attempts THEN
             RETURN NULL;
         END IF;
-        -- The exponent stops at 30: any base delay times 2^30 is past any sensible cap already.
-        v_delay := least(v_settings.retry_max_delay,
-                         v_settings.retry_base_delay * power(2, least(greatest(v_counted - 1, 0), 30)));
+        v_delay := docstatus._retry_delay(v_counted, v_settings.retry_base_delay, v_settings.retry_max_delay);
     END IF;
     UPDATE docstatus.documents
        SET text_extraction_status = 'ready', processing_status = 'pending extraction', status_reason = NULL
@@ -563,6 +647,7 @@ CREATE FUNCTION docstatus._require_lease(
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM docstatus._require_text('worker id', p_worker_id, 200, p_nullable => true);
     IF (p_worker_id IS NOT NULL AND p_holder IS DISTINCT FROM p_worker_id)
        OR (p_holder IS NOT NULL AND p_lease_expires_at <= now())
        OR (p_must_be_held AND p_holder IS NULL) THEN
@@ -588,9 +673,7 @@ COMMENT ON FUNCTION docstatus._require_lease IS
 CREATE FUNCTION docstatus._check_claim_arguments(p_worker_id text, p_lease interval) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF coalesce(p_worker_id, '') = '' THEN
-        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
-    END IF;
+    PERFORM docstatus._require_text('worker id', p_worker_id, 200);
     IF p_lease IS NULL OR p_lease <= interval '0' THEN
         PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
     END IF;
@@ -1038,6 +1121,33 @@ CREATE TRIGGER _100_keep_identity BEFORE UPDATE OF document_id, attempt ON docst
     FOR EACH ROW WHEN (NEW.document_id IS DISTINCT FROM OLD.document_id OR NEW.attempt IS DISTINCT FROM OLD.attempt)
     EXECUTE FUNCTION docstatus._refuse_job_identity_change();
 
+-- error_message and status_reason keep their first 4096 bytes and say how much was cut,
+-- whoever writes them (_cap_text).
+CREATE FUNCTION docstatus._cap_error_message() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.error_message := docstatus._cap_text(NEW.error_message);
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._cap_error_message IS 'Internal trigger: error_message keeps its first 4096 bytes.';
+
+CREATE FUNCTION docstatus._cap_status_reason() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.status_reason := docstatus._cap_text(NEW.status_reason);
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._cap_status_reason IS 'Internal trigger: status_reason keeps its first 4096 bytes.';
+
+-- Fired only for a text over the limit (the WHEN clause costs no function call), last of the
+-- BEFORE triggers.
+CREATE TRIGGER _900_cap_error_message BEFORE INSERT OR UPDATE OF error_message ON docstatus.extraction_jobs
+    FOR EACH ROW WHEN (octet_length(NEW.error_message) > 4096) EXECUTE FUNCTION docstatus._cap_error_message();
+CREATE TRIGGER _900_cap_status_reason BEFORE INSERT OR UPDATE OF status_reason ON docstatus.documents
+    FOR EACH ROW WHEN (octet_length(NEW.status_reason) > 4096) EXECUTE FUNCTION docstatus._cap_status_reason();
+
 -- History is append-only, for superusers too.
 CREATE FUNCTION docstatus._refuse_history_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -1117,15 +1227,21 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_document docstatus.documents;
 BEGIN
-    IF coalesce(p_blob_container, '') = '' OR coalesce(p_blob_name, '') = '' OR coalesce(p_filename, '') = '' THEN
-        PERFORM docstatus._raise_invalid_argument('blob container, blob name and filename must be non-empty');
+    -- The Azure limits: a container name has at most 63 characters, a blob name 1024.
+    PERFORM docstatus._require_text('blob container', p_blob_container, 63);
+    PERFORM docstatus._require_text('blob name', p_blob_name, 1024);
+    IF octet_length(p_blob_name) > 2048 THEN
+        PERFORM docstatus._raise_invalid_argument(
+            format('blob name must be at most 2048 bytes, got %s', octet_length(p_blob_name)));
     END IF;
+    PERFORM docstatus._require_text('filename', p_filename, 1024);
+    PERFORM docstatus._require_text('MIME type', nullif(btrim(p_mime_type), ''), 255, p_nullable => true);
     IF p_size_bytes < 0 THEN
         PERFORM docstatus._raise_invalid_argument(format('size must not be negative, got %s', p_size_bytes));
     END IF;
 
     INSERT INTO docstatus.documents (blob_container, blob_name, filename, mime_type, size_bytes)
-    VALUES (p_blob_container, p_blob_name, p_filename, nullif(p_mime_type, ''), p_size_bytes)
+    VALUES (p_blob_container, p_blob_name, p_filename, nullif(btrim(p_mime_type), ''), p_size_bytes)
     ON CONFLICT (blob_container, blob_name) DO NOTHING
     RETURNING * INTO v_document;
     IF NOT FOUND THEN
@@ -1137,7 +1253,8 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus.register_document IS
     'Registers an uploaded blob as a ''not ready'' document. The same container and blob again '
-    'returns the existing row. DS003 on empty names or a negative size.';
+    'returns the existing row. DS003 on a blank or too long name (container 63 characters, blob '
+    'name 1024 characters and 2048 bytes, filename 1024, MIME type 255) or a negative size.';
 
 CREATE FUNCTION docstatus.validate_document(
     p_document_id bigint, p_blob_retrievable boolean, p_mime_type text, p_reason text DEFAULT NULL,
@@ -1154,6 +1271,7 @@ BEGIN
     IF p_blob_retrievable IS NULL THEN
         PERFORM docstatus._raise_invalid_argument('p_blob_retrievable must not be null');
     END IF;
+    PERFORM docstatus._require_text('MIME type', v_mime, 255, p_nullable => true);
     IF p_blob_retrievable AND v_mime IS NULL THEN
         PERFORM docstatus._raise_invalid_argument('a retrievable blob needs its detected MIME type');
     END IF;
@@ -1243,9 +1361,7 @@ DECLARE
     v_document docstatus.documents;
     v_job docstatus.extraction_jobs;
 BEGIN
-    IF p_idempotency_key = '' THEN
-        PERFORM docstatus._raise_invalid_argument('idempotency key must be non-empty or null');
-    END IF;
+    PERFORM docstatus._require_text('idempotency key', p_idempotency_key, 200, p_nullable => true);
     v_document := docstatus._lock_document(p_document_id);
 
     IF p_idempotency_key IS NOT NULL THEN
@@ -1429,9 +1545,10 @@ CREATE FUNCTION docstatus.heartbeat_job(p_job_id bigint, p_worker_id text, p_lea
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF p_job_id IS NULL OR coalesce(p_worker_id, '') = '' THEN
+    IF p_job_id IS NULL THEN
         PERFORM docstatus._raise_invalid_argument('job id and worker id are required');
     END IF;
+    PERFORM docstatus._require_text('worker id', p_worker_id, 200);
     IF p_lease IS NULL OR p_lease <= interval '0' THEN
         PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
     END IF;
@@ -1510,10 +1627,9 @@ DECLARE
     v_job docstatus.extraction_jobs;
     v_result docstatus.document_results;
 BEGIN
-    IF coalesce(p_text_blob, '') = '' OR coalesce(p_fields_blob, '') = '' OR p_worker_id = '' THEN
-        PERFORM docstatus._raise_invalid_argument(
-            'text and fields blob names must be non-empty, and the worker id non-empty or null');
-    END IF;
+    PERFORM docstatus._require_text('text blob name', p_text_blob, 1024);
+    PERFORM docstatus._require_text('fields blob name', p_fields_blob, 1024);
+    PERFORM docstatus._require_text('worker id', p_worker_id, 200, p_nullable => true);
     v_document := docstatus._lock_document(p_document_id);
     SELECT * INTO v_job FROM docstatus.extraction_jobs
      WHERE document_id = p_document_id AND status = 'pending extraction';
@@ -1581,8 +1697,13 @@ DECLARE
     v_job docstatus.extraction_jobs;
     v_error text;
 BEGIN
-    IF p_job_id IS NULL OR coalesce(p_worker_id, '') = '' THEN
+    IF p_job_id IS NULL THEN
         PERFORM docstatus._raise_invalid_argument('job id and worker id are required');
+    END IF;
+    PERFORM docstatus._require_text('worker id', p_worker_id, 200);
+    IF char_length(p_reason) > 1000 THEN
+        PERFORM docstatus._raise_invalid_argument(
+            format('release reason must be at most 1000 characters, got %s', char_length(p_reason)));
     END IF;
     SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = p_job_id;
     IF NOT FOUND THEN
@@ -1625,9 +1746,7 @@ DECLARE
     v_document docstatus.documents;
     v_job docstatus.extraction_jobs;
 BEGIN
-    IF p_idempotency_key = '' THEN
-        PERFORM docstatus._raise_invalid_argument('idempotency key must be non-empty or null');
-    END IF;
+    PERFORM docstatus._require_text('idempotency key', p_idempotency_key, 200, p_nullable => true);
     v_document := docstatus._lock_document(p_document_id);
     IF p_idempotency_key IS NOT NULL THEN
         SELECT * INTO v_job FROM docstatus.extraction_jobs
@@ -1866,43 +1985,87 @@ COMMENT ON VIEW docstatus.event_delivery IS
 -- Workers call run_maintenance every few seconds; cron or pg_cron may call it or its parts.
 -- After the views: check_stuck and run_maintenance return and read rows of stuck_documents.
 
+-- Ends one job whose lease ran out, as reap_expired_jobs describes; NULL when it is not (or no
+-- longer) such a job. The caller holds the document's lock.
+CREATE FUNCTION docstatus._reap_job(p_job_id bigint) RETURNS docstatus.extraction_jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job docstatus.extraction_jobs;
+    v_error text;
+BEGIN
+    SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = p_job_id FOR UPDATE;
+    IF v_job.status <> 'pending extraction' OR v_job.worker_id IS NULL OR v_job.lease_expires_at > now() THEN
+        RETURN NULL;
+    END IF;
+    v_error := format('lease expired: worker %s held the job until %s', v_job.worker_id, v_job.lease_expires_at);
+    UPDATE docstatus.extraction_jobs SET status = 'failed', error_message = v_error
+     WHERE id = v_job.id RETURNING * INTO v_job;
+    UPDATE docstatus.documents
+       SET text_extraction_status = 'failed', processing_status = 'failed', status_reason = v_error
+     WHERE id = v_job.document_id;
+    PERFORM docstatus._queue_next_attempt(v_job.document_id, true);
+    RETURN v_job;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._reap_job IS
+    'Internal: fails one job whose lease ran out and queues the next attempt (NULL if not expired).';
+
+-- The whole pass runs in one subtransaction (one savepoint, whatever the number of jobs). If
+-- any job fails, the pass is undone and done again job by job, each in its own subtransaction,
+-- so a job that cannot be ended (a WARNING names it; it stays expired for the next pass) never
+-- keeps the others from being reaped.
 CREATE FUNCTION docstatus.reap_expired_jobs()
 RETURNS SETOF docstatus.extraction_jobs
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_expired record;
+    v_job_id bigint;
     v_job docstatus.extraction_jobs;
-    v_error text;
+    v_reaped docstatus.extraction_jobs[] := '{}';
 BEGIN
     -- Documents are locked before jobs, in the same order as the mark_* functions, so the
     -- reaper and a worker never deadlock; a document somebody else holds is left for next time.
-    FOR v_expired IN
-        SELECT j.id AS job_id, j.document_id
-          FROM docstatus.extraction_jobs j
-          JOIN docstatus.documents d ON d.id = j.document_id
-         WHERE j.status = 'pending extraction' AND j.worker_id IS NOT NULL AND j.lease_expires_at <= now()
-         ORDER BY j.lease_expires_at
-           FOR UPDATE OF d SKIP LOCKED
-    LOOP
-        SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = v_expired.job_id FOR UPDATE;
-        CONTINUE WHEN v_job.status <> 'pending extraction' OR v_job.lease_expires_at > now();
-
-        v_error := format('lease expired: worker %s held the job until %s', v_job.worker_id, v_job.lease_expires_at);
-        UPDATE docstatus.extraction_jobs SET status = 'failed', error_message = v_error
-         WHERE id = v_job.id RETURNING * INTO v_job;
-        UPDATE docstatus.documents
-           SET text_extraction_status = 'failed', processing_status = 'failed', status_reason = v_error
-         WHERE id = v_job.document_id;
-        PERFORM docstatus._queue_next_attempt(v_job.document_id, true);
-        RETURN NEXT v_job;
-    END LOOP;
+    BEGIN
+        FOR v_job_id IN
+            SELECT j.id FROM docstatus.extraction_jobs j
+              JOIN docstatus.documents d ON d.id = j.document_id
+             WHERE j.status = 'pending extraction' AND j.worker_id IS NOT NULL AND j.lease_expires_at <= now()
+             ORDER BY j.lease_expires_at
+               FOR UPDATE OF d SKIP LOCKED
+        LOOP
+            v_job := docstatus._reap_job(v_job_id);
+            IF v_job.id IS NOT NULL THEN
+                v_reaped := v_reaped || v_job;
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        v_reaped := '{}';
+        FOR v_job_id IN
+            SELECT j.id FROM docstatus.extraction_jobs j
+              JOIN docstatus.documents d ON d.id = j.document_id
+             WHERE j.status = 'pending extraction' AND j.worker_id IS NOT NULL AND j.lease_expires_at <= now()
+             ORDER BY j.lease_expires_at
+               FOR UPDATE OF d SKIP LOCKED
+        LOOP
+            BEGIN
+                v_job := docstatus._reap_job(v_job_id);
+                IF v_job.id IS NOT NULL THEN
+                    v_reaped := v_reaped || v_job;
+                END IF;
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'docstatus: the reaper could not end job %: % (SQLSTATE %)', v_job_id, SQLERRM, SQLSTATE
+                      USING DETAIL = json_build_object('job_id', v_job_id, 'sqlstate', SQLSTATE)::text;
+            END;
+        END LOOP;
+    END;
+    RETURN QUERY SELECT * FROM unnest(v_reaped);
 END;
 $$;
 COMMENT ON FUNCTION docstatus.reap_expired_jobs IS
     'Ends every job whose lease ran out: the job and its document fail with an error naming the '
     'worker; while the attempts that count (all but released ones) are fewer than '
     'settings.max_attempts, the document goes back to ''ready'' with a new attempt that waits '
-    'for its backoff (settings.retry_base_delay, doubling). Returns the jobs it ended.';
+    'for its backoff (settings.retry_base_delay, doubling). A job that cannot be ended is named '
+    'in a WARNING and left for the next pass; the others are reaped. Returns the jobs it ended.';
 
 CREATE FUNCTION docstatus.fold_status_counters() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -2201,6 +2364,77 @@ GRANT EXECUTE ON FUNCTION docstatus.events_after(xid8, bigint, integer),
                           docstatus.require_document(bigint),
                           docstatus.current_result(bigint),
                           docstatus.next_job_due() TO docstatus_reader;
+
+------------------------------------------------------------------------------------------------
+-- docstatus_owner: the functions run with the rights on docstatus's tables, nothing more
+------------------------------------------------------------------------------------------------
+
+-- Every function of the schema is owned by a NOLOGIN role that may read and write the tables of
+-- docstatus and nothing else, so a mistake in a SECURITY DEFINER function cannot reach beyond
+-- the schema, as it could with the installer's (often superuser) rights. maintain_history and
+-- its partition helpers stay the installer's: creating, attaching and dropping partitions needs
+-- the ownership of status_events (and pg_partman's rights). Tables created later by the installer
+-- get the same rights (default privileges), so a function reading a new table keeps working.
+-- Creating the role needs CREATEROLE: without it, the installer keeps owning the functions.
+DO $$
+DECLARE
+    v_installer pg_roles;
+    v_function regprocedure;
+    v_table regclass;
+BEGIN
+    SELECT * INTO v_installer FROM pg_roles WHERE rolname = current_user;
+    -- Handing a function over needs membership in the new owner: a superuser has it, a role with
+    -- CREATEROLE may create the role and grant it to itself, anybody else must have been granted it.
+    IF NOT (v_installer.rolsuper OR v_installer.rolcreaterole) THEN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'docstatus_owner')
+           OR NOT pg_has_role('docstatus_owner', 'MEMBER') THEN
+            RAISE NOTICE 'docstatus: % may not create roles and is no member of docstatus_owner, so the '
+                         'functions stay owned by it', current_user
+                  USING HINT = 'As a role with CREATEROLE: CREATE ROLE docstatus_owner NOLOGIN, GRANT it '
+                               'to the installer, then install again.';
+            RETURN;
+        END IF;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'docstatus_owner') THEN
+        CREATE ROLE docstatus_owner NOLOGIN;
+    END IF;
+    IF NOT pg_has_role('docstatus_owner', 'MEMBER') THEN
+        EXECUTE format('GRANT docstatus_owner TO %I', current_user);
+    END IF;
+    -- event_delivery_delay reads the transactions of every session in pg_stat_activity.
+    IF v_installer.rolsuper THEN
+        GRANT pg_read_all_stats TO docstatus_owner;
+    END IF;
+
+    GRANT USAGE, CREATE ON SCHEMA docstatus TO docstatus_owner;
+    FOR v_table IN
+        SELECT c.oid FROM pg_class c
+         WHERE c.relnamespace = 'docstatus'::regnamespace AND c.relkind IN ('r', 'p') ORDER BY c.relname
+    LOOP
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON TABLE %s TO docstatus_owner', v_table);
+    END LOOP;
+    FOR v_table IN
+        SELECT c.oid FROM pg_class c
+         WHERE c.relnamespace = 'docstatus'::regnamespace AND c.relkind = 'v' ORDER BY c.relname
+    LOOP
+        EXECUTE format('GRANT SELECT ON TABLE %s TO docstatus_owner', v_table);
+    END LOOP;
+    ALTER DEFAULT PRIVILEGES IN SCHEMA docstatus GRANT SELECT, INSERT, UPDATE ON TABLES TO docstatus_owner;
+    GRANT EXECUTE ON FUNCTION docstatus.maintain_history() TO docstatus_owner;
+    FOR v_function IN
+        SELECT p.oid FROM pg_proc p
+         WHERE p.pronamespace = 'docstatus'::regnamespace
+           AND p.proname NOT IN ('maintain_history', '_create_history_partition', '_create_history_partitions',
+                                 '_protect_history_partition', '_guard_history')
+         ORDER BY p.oid
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO docstatus_owner', v_function);
+    END LOOP;
+    -- A new owner needs CREATE on the schema (a superuser installer skips that check): only
+    -- for the hand-over.
+    REVOKE CREATE ON SCHEMA docstatus FROM docstatus_owner;
+END;
+$$;
 
 ------------------------------------------------------------------------------------------------
 -- First run
