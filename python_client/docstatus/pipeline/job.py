@@ -25,7 +25,7 @@ from docstatus.client import Client
 from docstatus.errors import InvalidTransition, LeaseLost
 from docstatus.models import Document, TextExtractionStatus
 from docstatus.pipeline.blobs import BlobIO
-from docstatus.pipeline.errors import is_retryable
+from docstatus.pipeline.errors import BlobStoreUnreachable, is_retryable
 from docstatus.pipeline.lease import HeldJob
 from docstatus.pipeline.results import write_result
 from docstatus.pipeline.stages import LlmExtractor, OcrEngine
@@ -55,7 +55,8 @@ class JobRun:
     """Runs one held job through the pipeline on ``client`` (the slot's connection)."""
 
     def __init__(self, held: HeldJob, document: Document, client: Client, *, worker_id: str, blobs: BlobIO,
-                 ocr: OcrEngine, llm: LlmExtractor, ocr_name: str, llm_name: str, stats: StatsRecorder) -> None:
+                 ocr: OcrEngine, llm: LlmExtractor, ocr_name: str, llm_name: str, stats: StatsRecorder,
+                 on_blob_store_down: Callable[[str], None] | None = None) -> None:
         self.held = held
         self.document = document
         self.client = client
@@ -66,6 +67,7 @@ class JobRun:
         self.ocr_name = ocr_name
         self.llm_name = llm_name
         self.stats = stats
+        self.on_blob_store_down = on_blob_store_down
 
     def run(self) -> None:
         held, document = self.held, self.document
@@ -130,6 +132,8 @@ class JobRun:
         held = self.held
         message = error_message(failure.error)
         retry = is_retryable(failure.error)
+        if isinstance(failure.error, BlobStoreUnreachable) and self.on_blob_store_down is not None:
+            self.on_blob_store_down(str(failure.error))  # before the write: no slot claims meanwhile
         try:
             with self._writing():
                 if retry:
