@@ -203,8 +203,12 @@ class Listener:
                     return
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1
-                log.warning("%s: connection lost (%s); reconnecting in %ss", self.name, exc, delay,
-                            extra={"fields": {"event": "listener lost", "listener": self.name, "error": str(exc)}})
+                # One WARNING per outage; the attempts after it at DEBUG (a long outage would
+                # otherwise log a line every 10 s, each saying the same).
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "%s: connection lost (%s); reconnecting in %ss", self.name, " ".join(str(exc).split()), delay,
+                        extra={"fields": {"event": "listener lost", "listener": self.name, "error": str(exc),
+                                          "attempt": failures}})
                 self._stop.wait(delay)
 
     def _follow(self, conn: psycopg.Connection) -> None:

@@ -326,7 +326,11 @@ class Worker:
         check_stuck = self.check_stuck_interval is not None and now >= self._next_stuck_check
         try:
             actions = self.client.run_maintenance(check_stuck)
-        except (psycopg.Error, psycopg_pool.PoolTimeout, DocStatusError) as exc:
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            # PostgreSQL is down: one WARNING per outage, shared with the slots.
+            self.dependencies.down(POSTGRES, postgres_unreachable_message(self.pool.conninfo, exc))
+            return
+        except (psycopg.Error, DocStatusError) as exc:
             log.warning("maintenance failed: %s", exc, extra={"fields": {"event": "maintenance failed",
                                                                          "error": str(exc)}})
             return
