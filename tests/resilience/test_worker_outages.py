@@ -194,3 +194,22 @@ def test_sigterm_while_postgres_is_down_exits_within_the_grace_period_plus_secon
     with Client.connect(dsn) as client:
         client.reap_expired_jobs()
         assert str(client.require_document(document_id).text_extraction_status) == "ready"
+
+
+def test_once_stops_at_the_first_sign_of_a_store_that_is_down(private_azurite, db_dsn, conn):
+    """``run(until_idle=True)`` (``--once``) ends when the store goes away mid-run and says a
+    dependency failed (the command exits 1); one attempt failed (retryable), the others untouched."""
+    ids = _upload(db_dsn, private_azurite.connection_string, 3)
+    with ConnectionPool(db_dsn, min_size=4, max_size=4, kwargs={"autocommit": True}) as pool:
+        worker = Worker(pool, private_azurite.connection_string, concurrency=1, lease=timedelta(seconds=5),
+                        grace_period=1, blob_timeouts=QUICK, listen=False)
+        private_azurite.stop()
+        started = time.monotonic()
+        worker.run(until_idle=True, install_signal_handlers=False)
+        print(f"\n--once with the store gone mid-run: returned after {time.monotonic() - started:.2f}s")
+    assert worker.dependencies.failures == 1
+    assert time.monotonic() - started < FAST
+    rows = conn.execute("SELECT status, attempt, worker_id FROM docstatus.extraction_jobs WHERE document_id = ANY(%s) "
+                        "ORDER BY id", (ids,)).fetchall()
+    assert sorted(row[0] for row in rows) == ["failed", "pending extraction", "pending extraction", "pending extraction"]
+    assert all(worker_id is None for status, _, worker_id in rows if status == "pending extraction")

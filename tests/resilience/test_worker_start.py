@@ -90,3 +90,27 @@ def test_blob_timeouts_are_flags_and_environment_documented_in_help(run_docstatu
         assert text in " ".join(ran.stdout.split()), text
     bad = run_docstatus("worker", "--once", env={"DOCSTATUS_BLOB_READ_TIMEOUT": "soon"})
     assert bad.code == 2 and "DOCSTATUS_BLOB_READ_TIMEOUT='soon' is not a number of seconds" in bad.stderr
+
+
+def test_a_long_running_worker_waits_for_postgres_with_one_warning_and_stops_on_sigterm(azurite, closed_port):
+    import signal
+    import time
+
+    from ..pipeline.processes import WorkerProcess
+
+    dsn = f"postgresql://bob:{PASSWORD}@127.0.0.1:{closed_port}/docs"
+    worker = WorkerProcess(dsn, azurite.connection_string)
+    try:
+        down = worker.wait_for_event("dependency down", dependency="PostgreSQL")
+        assert down["level"] == "warning" and PASSWORD not in down["error"]
+        assert down["error"] == f"cannot connect to PostgreSQL at postgresql://bob@127.0.0.1:{closed_port}/docs: " \
+                                "connection refused"
+        time.sleep(4)  # three probes later: still the one line
+        assert len(worker.events("dependency down")) == 1, worker.log_tail()
+        assert len(worker.raw) == 1, worker.log_tail()
+        started = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(FAST) == 0
+        print(f"\nSIGTERM to a worker waiting for PostgreSQL: exit after {time.monotonic() - started:.2f}s")
+    finally:
+        worker.kill()
