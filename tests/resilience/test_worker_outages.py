@@ -213,3 +213,14 @@ def test_once_stops_at_the_first_sign_of_a_store_that_is_down(private_azurite, d
                         "ORDER BY id", (ids,)).fetchall()
     assert sorted(row[0] for row in rows) == ["failed", "pending extraction", "pending extraction", "pending extraction"]
     assert all(worker_id is None for status, _, worker_id in rows if status == "pending extraction")
+
+
+def test_a_failure_answered_by_the_store_is_recorded_without_its_xml():
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from docstatus.pipeline.job import error_message
+
+    answer = ResourceNotFoundError("The specified container does not exist.\nRequestId:1\nTime:now\n"
+                                   "ErrorCode:ContainerNotFound\nContent: <?xml version=\"1.0\"?><Error/>")
+    message = error_message(answer)
+    assert message.startswith("ResourceNotFoundError: ") and "<?xml" not in message and "\n" not in message

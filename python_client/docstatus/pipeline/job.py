@@ -177,10 +177,23 @@ def log_status(held: HeldJob, worker_id: str, status: str, level: int = logging.
 
 
 def error_message(error: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
-    """'ExceptionType: message' on one line, at most ``limit`` characters."""
+    """'ExceptionType: message' on one line, at most ``limit`` characters. An answer of the blob
+    store is said in a few words (``blob not found``, ``HTTP 503 ServerBusy``), never its XML."""
     text = " ".join(str(error).split())
+    if _is_blob_store_answer(error):
+        from docstatus.connection_errors import blob_cause
+
+        text = blob_cause(error)
     message = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _is_blob_store_answer(error: BaseException) -> bool:
+    try:
+        from azure.core.exceptions import HttpResponseError
+    except ImportError:  # pragma: no cover - azure-storage-blob comes with the worker extra
+        return False
+    return isinstance(error, HttpResponseError)
 
 
 __all__ = ["Abandoned", "JobRun", "StepFailed", "check_held", "error_message", "log_status"]
