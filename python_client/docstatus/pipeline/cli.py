@@ -61,7 +61,6 @@ def worker(dsn: str, blob_connection_string: str | None, blob_timeouts, concurre
     running jobs finish within --grace-period, releases the others for an immediate retry, and
     exits 0; a second signal releases at once (within a few seconds, PostgreSQL down or not).
 
-    \b
     When a dependency is down: at start, PostgreSQL and the blob store are probed; with --once
     one that does not answer is one line on stderr and exit status 1. A long-running worker logs
     one WARNING per outage and tries again with backoff; while the blob store is down it claims

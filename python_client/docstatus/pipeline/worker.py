@@ -20,6 +20,14 @@ Stopping (SIGTERM/SIGINT, or ``stop()``): no more claims; running jobs may finis
 (``release_job``): its attempt fails as released and the document is queued again at once.
 Then ``run`` returns, and ``docstatus worker`` exits 0.
 
+Outages (``docstatus.pipeline.health.Dependencies``): a claim or maintenance that cannot reach
+PostgreSQL logs one WARNING per outage and is tried again with backoff; a download or write that
+cannot reach the blob store fails its attempt (retryable), and then no slot claims until a probe
+of the store answers. With ``until_idle`` (``--once``) either ends the run, and
+``dependencies.failures`` says so. The pool waits at most ``POOL_TIMEOUT`` for a connection and
+the stop at most ``STOP_BUDGET`` after the grace period, so a stop never hangs on a database
+that is down.
+
 Every status change is logged on ``docstatus.worker`` with its fields (``extra={"fields": ...}``),
 which ``docstatus worker`` prints as JSON lines.
 """
