@@ -161,9 +161,10 @@ def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
                     probe.get_container_client(container).exists()
                     unreachable[container] = None
                 except AzureError as exc:
-                    first_line = (str(exc).splitlines() or [""])[0]
-                    unreachable[container] = (f"blob store unreachable at {endpoint} ({type(exc).__name__}: "
-                                              f"{first_line}); the document is left failed")
+                    from docstatus.connection_errors import blob_cause
+
+                    unreachable[container] = (f"cannot reach the blob store at {endpoint}: {blob_cause(exc)}; "
+                                              "the document is left failed")
             if unreachable[container]:
                 outcomes.append(_outcome(row, "not validated", False, "failed", detail=unreachable[container]))
                 continue
