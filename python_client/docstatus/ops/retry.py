@@ -150,7 +150,7 @@ def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
         why = f"no usable blob store ({one_line(str(exc))}); set {CONNECTION_STRING_ENV} or --blob-connection-string"
         return [_outcome(row, "not validated", False, "failed", detail=why) for row in rows]
 
-    endpoint = probe.url.partition("?")[0]  # a SAS token stays out of messages
+    endpoint = probe.url.partition("?")[0].rstrip("/")  # a SAS token stays out of messages
     unreachable: dict[str, str | None] = {}
     outcomes = []
     with probe, store:
