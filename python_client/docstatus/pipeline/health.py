@@ -36,7 +36,7 @@ def backoff(attempt: int) -> float:
     return BACKOFF[min(attempt, len(BACKOFF) - 1)]
 
 
-def probe_postgres(dsn: str, timeout: float = 4.0) -> str | None:
+def probe_postgres(dsn: str, timeout: float = 3.0) -> str | None:
     """None when PostgreSQL answers ``SELECT 1`` within ``timeout`` s; else one line (no password)."""
     try:
         with psycopg.connect(dsn, connect_timeout=max(1, round(timeout)), autocommit=True) as conn:
