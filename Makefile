@@ -59,12 +59,17 @@ bench: $(STAMP) $(AZURITE_STAMP)
 # .local/, the sample documents through the worker, a status table. They keep running for you
 # to explore until `make demo-down`. DOCSTATUS_DSN / AZURE_STORAGE_CONNECTION_STRING, when set,
 # are used instead (e.g. `docker compose up -d --wait` first) and left alone.
-.PHONY: demo demo-down
+# `make demo-clean` (or `make demo-down PURGE=1`) also deletes the demo's data: .local/pg (the
+# cluster, wherever it lives) and .local/demo (Azurite's blobs).
+.PHONY: demo demo-down demo-clean
 demo: $(STAMP)
 	$(PY) -m docstatus.dev.demo up
 
 demo-down: $(STAMP)
-	$(PY) -m docstatus.dev.demo down
+	$(PY) -m docstatus.dev.demo down $(if $(PURGE),--purge)
+
+demo-clean: $(STAMP)
+	$(PY) -m docstatus.dev.demo down --purge
 
 # Landed migrations never change: database/migrations.sha256 records each file's checksum and
 # tests/migrations checks them. This appends the files not listed yet and never rewrites a line.

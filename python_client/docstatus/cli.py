@@ -11,7 +11,9 @@ import click
 import psycopg
 
 from docstatus import __version__, migrations
+from docstatus.connection_errors import postgres_unreachable_message
 from docstatus.lazy_commands import LazyGroup
+from docstatus.migrations_folder import NotAMigrationsFolder
 from docstatus.options import dsn_option
 
 
@@ -30,7 +32,8 @@ def main() -> None:
     type=click.Path(file_okay=False),
     default=None,
     show_envvar=True,
-    help="Folder of yoyo migrations (default: the ones shipped with docstatus).",
+    help="Folder of docstatus SQL migrations, NNNN_name.sql and NNNN_name.rollback.sql only (anything "
+         "else is refused; Python is never run) [default: the ones shipped with docstatus].",
 )
 def migrate(dsn: str, rollback_all: bool, migrations_dir: str | None) -> None:
     """Bring the database schema up to date (or all the way down)."""
@@ -39,9 +42,13 @@ def migrate(dsn: str, rollback_all: bool, migrations_dir: str | None) -> None:
             done = migrations.rollback_all(dsn, migrations_dir)
         else:
             done = migrations.apply(dsn, migrations_dir)
-    except (FileNotFoundError, psycopg.Error) as exc:
-        # Both messages say what to fix; a traceback would only bury them.
+    except (FileNotFoundError, NotAMigrationsFolder) as exc:
+        # The message says what to fix; a traceback would only bury it.
         raise click.ClickException(str(exc)) from exc
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(postgres_unreachable_message(dsn, exc)) from exc
+    except psycopg.Error as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
     verb = "rolled back" if rollback_all else "applied"
     for migration_id in done:
         click.echo(f"{verb} {migration_id}")

@@ -373,9 +373,12 @@ class Listener:
 
     def _on_lost(self, reason: str, delay: float, was_connected: bool) -> None:
         self.listening.clear()
+        # One WARNING per outage; the attempts after it at DEBUG (a long outage would
+        # otherwise log a line every few seconds, each saying the same).
+        level = logging.DEBUG if self._was_lost else logging.WARNING
         self._was_lost = True
-        log.warning("%s: connection lost (%s); reconnecting in %.2f s", self.name, reason, delay,
-                    extra={"fields": {"event": "listener lost", "listener": self.name, "error": reason}})
+        log.log(level, "%s: connection lost (%s); reconnecting in %.2f s", self.name, reason, delay,
+                extra={"fields": {"event": "listener lost", "listener": self.name, "error": reason}})
 
     def _follow(self) -> Iterator[psycopg.Notify]:
         connection = self._connection

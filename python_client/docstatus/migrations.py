@@ -10,6 +10,8 @@ came with this docstatus. ``DOCSTATUS_MIGRATIONS_DIR`` (or the
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -17,6 +19,7 @@ import psycopg.conninfo
 import yoyo  # type: ignore[import-untyped]  # yoyo-migrations ships no types
 
 from docstatus import database_files
+from docstatus.migrations_folder import NotAMigrationsFolder, private_copy
 
 MIGRATIONS_DIR_ENV = "DOCSTATUS_MIGRATIONS_DIR"
 
@@ -55,9 +58,21 @@ def _backend(dsn: str):
     return yoyo.get_backend(yoyo_url(dsn))
 
 
+@contextmanager
+def _read_migrations(migrations_dir: str | os.PathLike[str] | None) -> Iterator[yoyo.migrations.MigrationList]:
+    """yoyo's migrations from a private copy of the folder's SQL migrations
+    (``docstatus.migrations_folder``): yoyo never sees, let alone runs, a Python file."""
+    with private_copy(find_migrations_dir(migrations_dir)) as folder:
+        yield yoyo.read_migrations(str(folder))
+
+
 def _run(dsn: str, migrations_dir: str | os.PathLike[str] | None, rollback: bool) -> list[str]:
     """Apply the pending migrations (or roll back the applied ones) under yoyo's lock."""
-    migrations = yoyo.read_migrations(str(find_migrations_dir(migrations_dir)))
+    with _read_migrations(migrations_dir) as migrations:
+        return _run_migrations(dsn, migrations, rollback)
+
+
+def _run_migrations(dsn: str, migrations: yoyo.migrations.MigrationList, rollback: bool) -> list[str]:
     backend = _backend(dsn)
     try:
         with backend.lock():
@@ -90,13 +105,14 @@ def applied_status(
 
     Read-only: a database that yoyo never touched has nothing applied, and gets no yoyo tables.
     """
-    migrations = yoyo.read_migrations(str(find_migrations_dir(migrations_dir)))
+    with _read_migrations(migrations_dir) as migrations:
+        ids_and_hashes = [(m.id, m.hash) for m in migrations]
     backend = _backend(dsn)
     try:
         if _MIGRATION_TABLE not in backend.list_tables():
-            return [(m.id, False) for m in migrations], 0
+            return [(id_, False) for id_, _ in ids_and_hashes], 0
         applied = set(backend.get_applied_migration_hashes())
     finally:
         backend.connection.close()
-    known = {m.hash for m in migrations}
-    return [(m.id, m.hash in applied) for m in migrations], len(applied - known)
+    known = {hash_ for _, hash_ in ids_and_hashes}
+    return [(id_, hash_ in applied) for id_, hash_ in ids_and_hashes], len(applied - known)

@@ -15,7 +15,7 @@ import click
 from docstatus.dms.config import CONNECTION_STRING_ENV, DSN_ENV
 
 __all__ = [
-    "EXIT_NOT_FOUND", "EXIT_SOME_NOT_DONE", "blob_connection_string_option", "dsn_option", "json_option",
+    "EXIT_NOT_FOUND", "EXIT_SOME_NOT_DONE", "blob_connection_string_option", "blob_timeout_options", "dsn_option", "json_option",
 ]
 
 # Exit statuses beside click's 1 (an error) and 2 (bad usage): an unknown document is a bad
@@ -52,3 +52,32 @@ def blob_connection_string_option(command: Callable[..., Any]) -> Callable[..., 
         "--blob-connection-string", envvar=CONNECTION_STRING_ENV, default=None, show_envvar=True,
         help="Azure Storage connection string (default: Azurite's development account on 127.0.0.1:10000).",
     )(merged)
+
+
+def blob_timeout_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--blob-connect-timeout``, ``--blob-read-timeout``, ``--blob-seconds-per-mb`` (or their
+    ``DOCSTATUS_BLOB_*`` variables), passed as one ``blob_timeouts`` (a ``BlobTimeouts``)."""
+
+    @functools.wraps(command)
+    def merged(*args: Any, blob_connect_timeout: float | None, blob_read_timeout: float | None,
+               blob_seconds_per_mb: float | None, **kwargs: Any) -> Any:
+        from docstatus.dms.blob_store import BlobTimeouts
+
+        try:
+            timeouts = BlobTimeouts.from_env(blob_connect_timeout, blob_read_timeout, blob_seconds_per_mb)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        return command(*args, blob_timeouts=timeouts, **kwargs)
+
+    positive = click.FloatRange(min=0, min_open=True)
+    merged = click.option(
+        "--blob-seconds-per-mb", type=positive, default=None,
+        help="Seconds each MiB of a download may add to its deadline [default: 2; env "
+             "DOCSTATUS_BLOB_SECONDS_PER_MB].")(merged)
+    merged = click.option(
+        "--blob-read-timeout", type=positive, default=None,
+        help="Seconds a blob store read may wait for bytes [default: 10; env DOCSTATUS_BLOB_READ_TIMEOUT].")(merged)
+    return click.option(
+        "--blob-connect-timeout", type=positive, default=None,
+        help="Seconds to connect to the blob store; the start probe's whole budget too [default: 3; env "
+             "DOCSTATUS_BLOB_CONNECT_TIMEOUT].")(merged)

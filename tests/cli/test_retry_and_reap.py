@@ -85,13 +85,13 @@ def test_retry_of_a_validation_failure_without_a_reachable_blob_store(run_cli, k
     assert {doc: o["action"] for doc, o in outcomes.items()} == {
         known.ocr_failed: "retried", known.llm_failed: "retried", known.rejected: "not validated"}
     detail = outcomes[known.rejected]["detail"]
-    assert f"blob store unreachable at http://127.0.0.1:{port}/devstoreaccount1" in detail
+    assert f"cannot reach the blob store at http://127.0.0.1:{port}/devstoreaccount1: connection refused" in detail
     assert "left failed" in detail and "a2V5" not in detail
     assert statuses(conn, known.rejected) == before  # an outage of the store moves nothing
 
     human = run_cli("retry", str(known.rejected), env={"AZURE_STORAGE_CONNECTION_STRING": unreachable})
     assert human.exit_code == EXIT_SOME_NOT_DONE
-    assert "not validated" in human.stdout and "blob store unreachable" in human.stdout
+    assert "not validated" in human.stdout and "cannot reach the blob store" in human.stdout
 
     misconfigured = run_cli("retry", str(known.rejected), "--json", env={"AZURE_STORAGE_CONNECTION_STRING": "nonsense"})
     assert misconfigured.exit_code == EXIT_SOME_NOT_DONE

@@ -57,7 +57,8 @@ def test_unreachable_database_is_a_clear_error(azurite, tmp_path):
         "DOCSTATUS_DSN": "host=127.0.0.1 port=1 connect_timeout=1",
         "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
     assert result.exit_code == 1
-    assert "cannot reach PostgreSQL" in result.output
+    assert result.output.strip() == ("Error: cannot connect to PostgreSQL at connect_timeout=1 host=127.0.0.1 port=1: "
+                                     "connection refused")  # the form every command uses (issue 9)
 
 
 def test_bad_container_name_is_a_clear_error(db_dsn, azurite):

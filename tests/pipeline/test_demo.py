@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import psycopg
 import pytest
@@ -31,6 +32,23 @@ def test_demo_on_configured_services_ends_every_document_and_stops_nothing(empty
     assert "ready -> in progress" in timeline and "llm running -> done" in timeline
     assert "using DOCSTATUS_DSN" in output and "using AZURE_STORAGE_CONNECTION_STRING" in output
 
+    hint = output.split("Explore:")[1]
+    assert f"{os.path.relpath(os.path.join(os.path.dirname(sys.executable), 'docstatus'))} upload FILE..." in hint \
+        or f"{os.path.join(os.path.dirname(sys.executable), 'docstatus')} upload FILE..." in hint
+    assert "make demo-clean" in hint
+
+    # A second run finds the first run's documents, starts no worker, and reports only those.
+    with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        documents_before = conn.execute("SELECT count(*) FROM docstatus.documents").fetchone()[0]
+    demo.main(["up", "--base", str(tmp_path)])
+    again = capsys.readouterr().out
+    assert "documents of an earlier run (same bytes, same names): reused" in again
+    assert "none of the demo's documents is queued; the worker is not started" in again
+    again_table = again.split("6. Status")[1].split("7. Timeline")[0]
+    assert {line.split()[1]: line.split()[2] for line in again_table.splitlines()[2:] if line.strip()} == rows
+    with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM docstatus.documents").fetchone()[0] == documents_before
+
     demo.main(["down", "--base", str(tmp_path)])
     assert capsys.readouterr().out.strip() == "demo: nothing running"
     assert azurite.running
@@ -53,3 +71,19 @@ def test_embedded_postgres_starts_again_and_stops(tmp_path):
         assert cluster.stop()
         shutil.rmtree(cluster.cluster_dir, ignore_errors=True)
     assert not cluster.stop()
+
+
+@pytest.mark.skipif(find_bindir() is None, reason="no PostgreSQL server binaries installed (the pgserver path)")
+def test_demo_down_purge_removes_the_cluster_and_the_blobs(tmp_path, capsys):
+    base = tmp_path / ".local"
+    cluster = LocalPostgres(base)
+    cluster.start()
+    cluster_dir = cluster.cluster_dir
+    blobs = base / "demo" / "azurite"
+    blobs.mkdir(parents=True)
+    (blobs / "some-blob").write_bytes(b"x")
+    (base / "demo" / "started.json").write_text('{"postgres": true}')
+    demo.main(["down", "--base", str(base), "--purge"])
+    output = capsys.readouterr().out
+    assert "stopped PostgreSQL" in output and "removed its data" in output
+    assert not cluster_dir.exists() and not (base / "pg").exists() and not (base / "demo").exists()

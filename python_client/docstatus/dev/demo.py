@@ -7,7 +7,12 @@
 ``.local/azurite`` if missing), migrates, uploads the sample documents of ``tests/data`` plus a
 PDF without a text layer (a scan: its OCR fails, whatever is installed), runs the pipeline
 worker until every document has ended, and prints the status table and one document's
-timeline. The services keep running for you to explore; ``down`` stops what ``up`` started.
+timeline. The services keep running for you to explore; ``down`` stops what ``up`` started,
+``down --purge`` (``make demo-clean``) also deletes their data (.local/pg, the cluster, the blobs).
+
+A second ``up`` uploads the same bytes under the same names to the same container (``demo``):
+docstatus answers with the documents of the first run, so it reuses them (and says so) rather
+than adding a batch, and reports only the demo's own documents.
 With ``DOCSTATUS_DSN`` or ``AZURE_STORAGE_CONNECTION_STRING`` set, it uses those instead (e.g.
 the services of compose.yml) and never stops them.
 """
@@ -24,7 +29,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -38,6 +43,9 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = REPO_ROOT / "tests" / "data"
 AZURITE_PORT = 10000  # Azurite's usual port, as compose.yml has it, when nobody else uses it
 WAIT_FOR_DOCUMENTS = 180.0
+# One container for every run: the same bytes under the same name are the same document, so a
+# second run finds the first run's documents instead of uploading a new batch.
+CONTAINER = "demo"
 
 
 def pdf_without_text_layer() -> bytes:
@@ -187,7 +195,7 @@ def up(base: Path) -> None:
     applied = migrations.apply(dsn)
     print(f"   applied {', '.join(applied)}" if applied else "   already up to date")
 
-    container = "demo-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    container = CONTAINER
     print(f"4. Upload and validate (container {container})")
     samples = sorted(path for path in SAMPLES.glob("*") if path.is_file() and path.suffix != ".py")
     with ConnectionPool(dsn, min_size=1, max_size=8, kwargs={"autocommit": True}, open=True) as pool, \
@@ -202,13 +210,27 @@ def up(base: Path) -> None:
             verdict = "queued" if job is not None else f"rejected: {document.status_reason}"
             print(f"   document {document.id:>3} {filename:<22} {verdict} ({document.mime_type or 'type unknown'})")
 
+        ids = [document.id for document in documents]
+        if ids == started.get("documents"):
+            print(f"   these are the {len(ids)} documents of an earlier run (same bytes, same names): reused, "
+                  "not uploaded again")
+        started["documents"] = ids
+        _write_started(state, started)
+
         queued = [document.id for document in documents if document.text_extraction_status == "ready"]
         filenames = {document.id: document.filename for document in documents}
-        print(f"5. Worker: {len(queued)} documents through OCR -> fields")
-        with _printing_status_changes(filenames), \
-                Worker(pool, store, concurrency=2, lease=timedelta(seconds=30), check_stuck_interval=None) as worker:
-            worker.start()
-            _wait_until_ended(client, queued)
+        if not queued:
+            print("5. Worker: none of the demo's documents is queued; the worker is not started")
+        else:
+            print(f"5. Worker: {len(queued)} documents through OCR -> fields")
+            if os.environ.get("DOCSTATUS_DSN"):
+                # The queue is the database's: a worker cannot take only some documents.
+                print("   (it may also take other documents queued in this database; only the demo's are shown)")
+            with _printing_status_changes(filenames), \
+                    Worker(pool, store, concurrency=2, lease=timedelta(seconds=30),
+                           check_stuck_interval=None) as worker:
+                worker.start()
+                _wait_until_ended(client, queued)
 
         print("\n6. Status")
         _print_table(client, documents, lambda document_id: get_result(pool, store, document_id))
@@ -223,8 +245,22 @@ def up(base: Path) -> None:
     if started.get("azurite"):
         print(f"   export AZURE_STORAGE_CONNECTION_STRING='{connection_string}'")
     print("   psql \"$DOCSTATUS_DSN\" -c 'SELECT * FROM docstatus.document_overview'")
-    print("   docstatus upload FILE...  and  docstatus worker")
-    print("   make demo-down   # stops what the demo started")
+    command = _docstatus_command()
+    print(f"   {command} upload FILE...  and  {command} worker")
+    print("   make demo-down    # stops what the demo started")
+    print("   make demo-clean   # stops it and deletes its data (.local/pg, the blobs)")
+
+
+def _docstatus_command() -> str:
+    """How to run ``docstatus`` from a new shell in this folder: the venv's script, which a new
+    shell does not have on its PATH (``.venv/bin/docstatus``), else ``python -m docstatus``."""
+    script = Path(sys.executable).parent / "docstatus"
+    if not script.is_file():
+        return f"{sys.executable} -m docstatus"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _wait_until_ended(client, document_ids: list[int]) -> None:
@@ -277,12 +313,15 @@ def down(base: Path, purge: bool) -> None:
         stopped.append("Azurite")
     if started.get("postgres") and LocalPostgres(base).stop():
         stopped.append("PostgreSQL")
-    _write_started(state, {})
+    # The services are gone, the documents stay (unless purged): a next run still knows them.
+    _write_started(state, {} if purge else {"documents": started.get("documents")})
     print(f"demo: stopped {' and '.join(stopped)}" if stopped else "demo: nothing running")
     if purge:
-        for path in (base / "demo", base / "pg"):
+        # As root the cluster lives where the postgres user can reach it: .local/pg says where.
+        cluster_dir = LocalPostgres(base).cluster_dir
+        for path in (cluster_dir, base / "demo", base / "pg"):
             shutil.rmtree(path, ignore_errors=True)
-        print("demo: removed its data (.local/demo, .local/pg)")
+        print(f"demo: removed its data ({base / 'pg'}, {cluster_dir}, {base / 'demo'} with the blobs)")
 
 
 def _read_started(state: Path) -> dict:

@@ -39,6 +39,7 @@ from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, Content
 from psycopg_pool import ConnectionPool
 
 from docstatus.client import Client
+from docstatus.dms.blob_store import BlobTimeouts
 from docstatus.dms.config import DEFAULT_CONTAINER, StoreConfig
 from docstatus.dms.detect import HEAD_BYTES, detect_mime_type
 from docstatus.dms.naming import blob_name, normalise_filename
@@ -92,6 +93,7 @@ class DocumentStore:
         single_put_max: int = 4 * MiB,
         retry_total: int = 3,
         timeout: float = 20.0,
+        timeouts: BlobTimeouts | None = None,
     ) -> None:
         config = StoreConfig.from_env()
         self.container = container or config.container
@@ -112,8 +114,9 @@ class DocumentStore:
             # down is better told soon (validate leaves the document 'not ready' for later).
             retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retry_total,
                                           random_jitter_range=1),
-            connection_timeout=timeout,
-            read_timeout=timeout,
+            # ``timeouts`` (docstatus.dms.blob_store, the commands' --blob-*-timeout) when given.
+            connection_timeout=timeouts.connect if timeouts else timeout,
+            read_timeout=timeouts.read if timeouts else timeout,
         )
         self._containers_ready: set[str] = set()
         self._containers_lock = threading.Lock()
@@ -270,8 +273,9 @@ class DocumentStore:
         except ResourceNotFoundError:
             return _Blob(None, None, "blob not found")
         except AzureError as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            return _Blob(None, None, f"blob store error: {type(exc).__name__}: {first_line}")
+            from docstatus.connection_errors import blob_cause
+
+            return _Blob(None, None, f"blob store error: {blob_cause(exc)}")
         if len(head) != min(HEAD_BYTES, size):
             return _Blob(size, None, f"read {len(head)} of the first {min(HEAD_BYTES, size)} bytes")
         return _Blob(size, detect_mime_type(head), None)

@@ -22,6 +22,7 @@ from docstatus.ops.retry import retry
 from docstatus.ops.stopping import stop_signals
 from docstatus.ops.watch import watch
 from docstatus.options import dsn_option, json_option
+from docstatus.textcells import escape_cell
 
 _KIND_TITLES = {"text_extraction": "TEXT EXTRACTION", "processing": "PROCESSING", "job": "JOBS"}
 
@@ -85,7 +86,8 @@ def _status_order(states: list[DocumentStateInfo]) -> dict[str, list[str]]:
 # --- show -----------------------------------------------------------------------------------
 
 
-@click.command()
+# A negative id ("show -1") is an id that does not exist, not an option click does not know.
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("document_id", metavar="DOC", type=int)
 @dsn_option
 @json_option
@@ -109,7 +111,7 @@ def show(document_id: int, dsn: str, as_json: bool) -> None:
         render.print_json({"document": document, "jobs": job_rows, "events": event_rows})
         return
 
-    title = Text(f"Document {document_id}  ", style="bold") + Text(document["filename"])
+    title = Text(f"Document {document_id}  ", style="bold") + Text(escape_cell(document["filename"]))
     render.print_renderable(title)
     facts = render.table("", "value")
     facts.show_header = False
@@ -371,7 +373,8 @@ def reap(dsn: str, as_json: bool) -> None:
 @click.command()
 @click.option("--port", type=click.IntRange(0, 65535), required=True, metavar="PORT",
               help="TCP port to serve /metrics on (0: any free port, printed on stderr).")
-@click.option("--addr", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--host", "--addr", "addr", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 (or ::) to be scraped from other hosts.")
 @click.option("--failures-every", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
               help="Seconds between two reads of failure_summary (it normalises every failed job's error).")
 @dsn_option
@@ -380,7 +383,8 @@ def metrics(port: int, addr: str, failures_every: float, dsn: str) -> None:
 
     On http://ADDR:PORT/metrics: documents and jobs by status, stuck documents by state, failed
     jobs by error pattern, and histograms of how long documents spend in 'ocr running' and
-    'llm running'.
+    'llm running'. The histograms start empty when the exporter starts: they count the stays
+    that end after it (read from status_events), not the ones before.
     """
     from docstatus.ops.metrics import serve_metrics
 

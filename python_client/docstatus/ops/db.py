@@ -8,17 +8,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 import psycopg
 import psycopg.conninfo
 
+from docstatus.connection_errors import one_line, pg_cause, postgres_unreachable_message, redact_dsn
+from docstatus.connection_errors import password_of as _password_of
 from docstatus.errors import DocStatusError, NotFound, translate
 from docstatus.options import EXIT_NOT_FOUND
 
 # libpq waits forever for a host that drops packets; a command should say so within seconds.
-CONNECT_TIMEOUT = 10
+CONNECT_TIMEOUT = 5
 
 READ_ONLY_STANDBY = "read-only standby: use the primary's DSN"
 
@@ -32,42 +33,6 @@ class DocumentNotFound(click.ClickException):
         ids = [document_ids] if isinstance(document_ids, int) else sorted(document_ids)
         noun = "document" if len(ids) == 1 else "documents"
         super().__init__(f"{noun} {', '.join(map(str, ids))} not found")
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN as a message may show it: the password (in the URL or as a parameter) left out."""
-    if not dsn.strip():
-        return "(empty DSN: libpq defaults, PGHOST etc.)"
-    if dsn.startswith(("postgres://", "postgresql://")):
-        parts = urlsplit(dsn)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hosts = netloc.rpartition("@")
-            netloc = f"{userinfo.partition(':')[0]}@{hosts}"
-        query = urlencode([(key, value) for key, value in parse_qsl(parts.query) if key != "password"])
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "(a DSN libpq cannot parse)"
-    params.pop("password", None)
-    return psycopg.conninfo.make_conninfo("", **params)
-
-
-def _password_of(dsn: str) -> str | None:
-    try:
-        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
-    except psycopg.Error:
-        return None
-    return str(password) if password else None
-
-
-def one_line(text: str, secret: str | None = None) -> str:
-    """A (libpq) message on one line, without the secret should it quote it."""
-    line = " ".join(text.split())
-    if secret:
-        line = line.replace(secret, "***")
-    return line
 
 
 def connect(dsn: str, *, application_name: str = "docstatus-cli") -> psycopg.Connection:
@@ -85,8 +50,7 @@ def connect(dsn: str, *, application_name: str = "docstatus-cli") -> psycopg.Con
     try:
         return psycopg.connect(dsn, autocommit=True, **options)
     except psycopg.Error as exc:
-        raise click.ClickException(
-            f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {one_line(str(exc), _password_of(dsn))}") from exc
+        raise click.ClickException(postgres_unreachable_message(dsn, exc)) from exc
 
 
 @contextmanager
@@ -106,7 +70,7 @@ def database_errors(dsn: str) -> Iterator[None]:
         raise click.ClickException(one_line(str(exc), secret)) from exc
     except psycopg.OperationalError as exc:
         raise click.ClickException(
-            f"lost the connection to PostgreSQL at {redact_dsn(dsn)}: {one_line(str(exc), secret)}") from exc
+            f"lost the connection to PostgreSQL at {redact_dsn(dsn)}: {one_line(pg_cause(exc), secret)}") from exc
     except psycopg.errors.ReadOnlySqlTransaction as exc:
         # A hot standby (or default_transaction_read_only): reads work there, writes never will.
         raise click.ClickException(READ_ONLY_STANDBY) from exc

@@ -76,7 +76,8 @@ class StageDurations:
         self.histogram = Histogram(
             "docstatus_stage_duration_seconds",
             "Time documents spent in a pipeline stage ('ocr running', 'llm running'), from status_events; "
-            "outcome ok: moved on, failed: failed there",
+            "outcome ok: moved on, failed: failed there. Starts empty when this exporter starts: counts the "
+            "stays that end after it",
             ["stage", "outcome"], buckets=DURATION_BUCKETS, registry=None)
         for stage in STAGES:
             for outcome in ("ok", "failed"):
@@ -297,7 +298,7 @@ class MetricsServer:
         self.close()
 
 
-def serve_metrics(database: str | ConnectionPool, port: int, addr: str = "0.0.0.0", *,
+def serve_metrics(database: str | ConnectionPool, port: int, addr: str = "127.0.0.1", *,
                   registry: CollectorRegistry | None = None, failures_every: float = 60.0,
                   top_error_patterns: int = 20) -> MetricsServer:
     """Serves the docstatus metrics on ``http://addr:port/metrics`` from a daemon thread.

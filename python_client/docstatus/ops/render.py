@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from docstatus.models import Cursor
+from docstatus.textcells import escape_cell
 
 # Wide enough that rich never wraps a row of a piped table.
 _PIPED_WIDTH = 100_000
@@ -40,6 +41,22 @@ def console() -> Console:
     return Console(highlight=False, width=_PIPED_WIDTH, soft_wrap=False)
 
 
+class _EscapingTable(Table):
+    """A rich Table whose text cells have their control characters escaped (``textcells``), and
+    whose plain strings are never read as rich markup: a filename ``[red]x`` prints as written."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*(_safe_cell(cell) for cell in renderables), **kwargs)
+
+
+def _safe_cell(cell: Any) -> Any:
+    if isinstance(cell, str):
+        return Text(escape_cell(cell))
+    if isinstance(cell, Text) and not cell.plain.isprintable():
+        return Text(escape_cell(cell.plain), style=cell.style)
+    return cell
+
+
 def table(*columns: str, right: Iterable[str] = ()) -> Table:
     """An aligned table without borders: bold headers, two blanks between columns.
 
@@ -47,7 +64,7 @@ def table(*columns: str, right: Iterable[str] = ()) -> Table:
     narrow for a row, rich folds the widest of the others (the errors, usually) first.
     """
     right = set(right)
-    result = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
+    result = _EscapingTable(box=None, show_edge=False, pad_edge=False, header_style="bold")
     for column in columns:
         result.add_column(column, justify="right" if column in right else "left", no_wrap=column in right,
                           overflow="fold")
@@ -139,7 +156,8 @@ def fmt_bytes(size: int | None) -> str:
 
 
 def cell(value: object) -> str:
-    return "" if value is None else str(value)
+    """A value for a table cell: '' for None, control characters escaped."""
+    return escape_cell(value)
 
 
 # --- JSON -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from contextlib import nullcontext
 from typing import Any
 
 import click
@@ -29,13 +30,14 @@ from docstatus.options import EXIT_SOME_NOT_DONE, blob_connection_string_option,
 BLOB_STORE_TIMEOUT = 10
 
 
-@click.command()
+@click.command(context_settings={"ignore_unknown_options": True})  # "retry -1": an unknown id
 @click.argument("document_ids", metavar="[DOC]...", nargs=-1, type=int)
 @click.option("--all-failed", is_flag=True, help="Every failed document (instead of DOC...).")
 @click.option("--error-like", "error_like", metavar="PATTERN",
               help="With --all-failed: only documents whose error matches PATTERN, an SQL ILIKE pattern "
                    "('%timed out%') or a pattern exactly as `docstatus failures` prints it.")
-@click.option("--dry-run", is_flag=True, help="Show what would be done, change nothing.")
+@click.option("--dry-run", is_flag=True, help="Make the real calls in a transaction that is rolled back: the "
+              "same counts as the real run, nothing changed.")
 @blob_connection_string_option
 @dsn_option
 @json_option
@@ -56,7 +58,10 @@ def retry(document_ids: tuple[int, ...], all_failed: bool, error_like: str | Non
     if error_like is not None and not all_failed:
         raise click.UsageError("--error-like goes with --all-failed")
 
-    with session(dsn) as conn:
+    # --dry-run makes the real calls in a transaction it rolls back: the database answers the
+    # very question the real run asks (a document that fails validation again says so), and
+    # nothing of it stays, NOTIFYs included (they are sent only at commit).
+    with session(dsn) as conn, (conn.transaction(force_rollback=True) if dry_run else nullcontext()):
         client = Client(conn)
         if document_ids:
             candidates = [_row(candidate) for candidate in client.retry_candidates(sorted(set(document_ids)))]
@@ -74,11 +79,7 @@ def retry(document_ids: tuple[int, ...], all_failed: bool, error_like: str | Non
                 outcomes[document_id] = _outcome(row, "skipped", False, row["text_extraction_status"],
                                                  detail=f"not failed: it is {row['text_extraction_status']!r}")
             elif row["had_job"]:
-                outcomes[document_id] = (_outcome(row, "would retry", True, "failed") if dry_run
-                                         else _retry(client, row))
-            elif dry_run:
-                outcomes[document_id] = _outcome(row, "would validate again", True, "failed",
-                                                 detail="failed validation: " + (row["status_reason"] or ""))
+                outcomes[document_id] = _retry(client, row)
             else:
                 to_validate.append(row)
         if to_validate:
@@ -86,6 +87,9 @@ def retry(document_ids: tuple[int, ...], all_failed: bool, error_like: str | Non
                 outcomes[outcome["document_id"]] = outcome
 
     rows = [outcomes[document_id] for document_id in sorted(outcomes)]
+    if dry_run:
+        for row in rows:
+            row["action"] = _DRY_RUN_ACTIONS.get(row["action"], row["action"])
     if as_json:
         render.print_json(rows)
     elif not rows:
@@ -94,6 +98,11 @@ def retry(document_ids: tuple[int, ...], all_failed: bool, error_like: str | Non
         _print(rows, dry_run)
     if not dry_run and not all(row["ok"] for row in rows):
         sys.exit(EXIT_SOME_NOT_DONE)
+
+
+# What the rolled-back run did, said as what a real run would do.
+_DRY_RUN_ACTIONS = {"retried": "would retry", "validated again": "would validate again",
+                    "rejected again": "would be rejected again"}
 
 
 def _outcome(row: dict[str, Any], action: str, ok: bool, status: object, *, job_id: int | None = None,
@@ -141,7 +150,7 @@ def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
         why = f"no usable blob store ({one_line(str(exc))}); set {CONNECTION_STRING_ENV} or --blob-connection-string"
         return [_outcome(row, "not validated", False, "failed", detail=why) for row in rows]
 
-    endpoint = probe.url.partition("?")[0]  # a SAS token stays out of messages
+    endpoint = probe.url.partition("?")[0].rstrip("/")  # a SAS token stays out of messages
     unreachable: dict[str, str | None] = {}
     outcomes = []
     with probe, store:
@@ -152,9 +161,10 @@ def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
                     probe.get_container_client(container).exists()
                     unreachable[container] = None
                 except AzureError as exc:
-                    first_line = (str(exc).splitlines() or [""])[0]
-                    unreachable[container] = (f"blob store unreachable at {endpoint} ({type(exc).__name__}: "
-                                              f"{first_line}); the document is left failed")
+                    from docstatus.connection_errors import blob_cause
+
+                    unreachable[container] = (f"cannot reach the blob store at {endpoint}: {blob_cause(exc)}; "
+                                              "the document is left failed")
             if unreachable[container]:
                 outcomes.append(_outcome(row, "not validated", False, "failed", detail=unreachable[container]))
                 continue

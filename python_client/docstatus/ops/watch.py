@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from docstatus.ops.db import one_line, session
 from docstatus.ops.stopping import stop_signals
 from docstatus.options import dsn_option, json_option
 from docstatus.subscriber import Subscriber
+from docstatus.textcells import escape_cell
 
 
 class _Printer:
@@ -55,20 +57,24 @@ class _Printer:
         if event.job_id is not None:
             parts.append(f"job {event.job_id}")
         if event.detail:
-            parts.append(click.style(event.detail, fg="red") if failed else event.detail)
+            detail = escape_cell(event.detail)
+            parts.append(click.style(detail, fg="red") if failed else detail)
         self._line("  ".join(parts))
 
     def hint(self, payload: dict[str, Any]) -> None:
+        sla = seconds_of(payload.get("sla"))
         if self.as_json:
-            self._json({"type": "hint", **payload})
+            # Seconds, as every other duration of --json (the NOTIFY carries an SQL interval).
+            self._json({"type": "hint", **payload, "sla": sla})
             return
         where = f" job {payload['job_id']}" if payload.get("job_id") is not None else ""
         self._line("  ".join([
             click.style(_clock_of(payload.get("at")), dim=True),
             click.style(f"doc {payload.get('document_id')}", bold=True),
             click.style("HINT stuck", fg="yellow", bold=True),
-            f"in {payload.get('state')!r} since {_time_of(payload.get('entered_at'))}, longer than its SLA "
-            f"{payload.get('sla')}{where} (check_stuck alert; docstatus stuck lists all)",
+            f"in {escape_cell(payload.get('state'))!r} since {_time_of(payload.get('entered_at'))}, longer than "
+            f"its SLA {render.fmt_duration(sla) if isinstance(sla, float) else escape_cell(sla)}{where} "
+            "(check_stuck alert; docstatus stuck lists all)",
         ]))
 
     def _json(self, value: dict[str, Any]) -> None:
@@ -97,6 +103,24 @@ def _clock_of(text: object) -> str:
         return render.fmt_clock(datetime.fromisoformat(str(text)))
     except ValueError:
         return str(text)
+
+
+# An interval as PostgreSQL writes it to JSON: ISO 8601 ('PT10S', 'P1DT2H') or the default
+# style ('00:00:10', '1 day 02:00:00', '3 days').
+_ISO_DURATION = re.compile(r"^P(?:(?P<d>[\d.]+)D)?(?:T(?:(?P<h>[\d.]+)H)?(?:(?P<m>[\d.]+)M)?(?:(?P<s>[\d.]+)S)?)?$")
+_PG_INTERVAL = re.compile(r"^(?:(?P<d>-?\d+) days? ?)?(?:(?P<h>-?\d+):(?P<m>\d+):(?P<s>\d+(?:\.\d+)?))?$")
+
+
+def seconds_of(value: object) -> object:
+    """An SLA from a NOTIFY payload in seconds (a float); a value it cannot read, as it came."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value or "").strip()
+    match = _ISO_DURATION.match(text) or _PG_INTERVAL.match(text)
+    if not text or match is None:
+        return value
+    parts = {key: float(match[key] or 0) for key in ("d", "h", "m", "s")}
+    return parts["d"] * 86_400 + parts["h"] * 3_600 + parts["m"] * 60 + parts["s"]
 
 
 def _time_of(text: object) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from docstatus.options import blob_connection_string_option, dsn_option
+from docstatus.options import blob_connection_string_option, blob_timeout_options, dsn_option
 
 
 def load_object(spec: str) -> Any:
@@ -31,9 +31,12 @@ def load_object(spec: str) -> Any:
 @click.command()
 @dsn_option
 @blob_connection_string_option
+@blob_timeout_options
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True,
               help="Jobs processed at the same time (threads).")
-@click.option("--once", is_flag=True, help="Process the jobs that can be claimed now, then exit.")
+@click.option("--once", is_flag=True,
+              help="Process the jobs that can be claimed now, then exit: 0 when every claimed job ended, 1 when "
+                   "PostgreSQL or the blob store could not be reached (at start: within seconds).")
 @click.option("--lease", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds a claim lasts without a heartbeat (heartbeats every third of it).")
 @click.option("--grace-period", type=click.FloatRange(min=0), default=20.0, show_default=True,
@@ -50,32 +53,62 @@ def load_object(spec: str) -> Any:
               show_default=True)
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
               help="Also serve the Prometheus metrics of `docstatus metrics` on this port (0: a free one).")
-def worker(dsn: str, blob_connection_string: str | None, concurrency: int, once: bool, lease: float,
+def worker(dsn: str, blob_connection_string: str | None, blob_timeouts, concurrency: int, once: bool, lease: float,
            grace_period: float, poll_interval: float, ocr_spec: str | None, llm_spec: str | None,
            worker_id: str | None, log_level: str, metrics_port: int | None) -> None:
     """Run the OCR -> LLM pipeline on queued documents until SIGTERM/SIGINT (or --once).
 
     Logs one JSON line per status change on stderr. On SIGTERM/SIGINT it stops claiming, lets
     running jobs finish within --grace-period, releases the others for an immediate retry, and
-    exits 0; a second signal releases at once.
+    exits 0; a second signal releases at once (within a few seconds, PostgreSQL down or not).
+
+    When a dependency is down: at start, PostgreSQL and the blob store are probed; with --once
+    one that does not answer is one line on stderr and exit status 1. A long-running worker logs
+    one WARNING per outage and tries again with backoff; while the blob store is down it claims
+    nothing. A download that cannot reach the store fails the attempt (retried after the backoff);
+    a blob that is not there fails the document.
     """
-    import psycopg
+    import threading
+
     import psycopg_pool
 
-    from docstatus.ops.db import refuse_standby
+    from docstatus.dms.blob_store import probe as probe_blob_store
+    from docstatus.dms.config import StoreConfig
+    from docstatus.ops.db import connect, refuse_standby
+    from docstatus.pipeline.health import BLOB_STORE, POSTGRES, Dependencies, probe_postgres, wait_for_dependencies
     from docstatus.pipeline.logjson import configure_json_logging
+    from docstatus.pipeline.signals import stop_on_signals
     from docstatus.pipeline.worker import Worker
 
+    connection_string = blob_connection_string or StoreConfig.from_env().connection_string
+    probes = {POSTGRES: lambda: probe_postgres(dsn),
+              BLOB_STORE: lambda: probe_blob_store(connection_string, blob_timeouts)}
+    if once:
+        problems = [problem for problem in (probe() for probe in probes.values()) if problem]
+        if problems:
+            raise click.ClickException("; ".join(problems))
     configure_json_logging(level=getattr(logging, log_level.upper()))
+    # The pool logs each failed reconnection (two lines, every second or so); the worker says
+    # it once per outage instead (docstatus.pipeline.health).
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    if not once:
+        stopping = threading.Event()
+        with stop_on_signals(lambda _name: stopping.set()):
+            if not wait_for_dependencies(probes, stopping, Dependencies(worker_id or "")):
+                return  # stopped before PostgreSQL and the blob store answered
     ocr = load_object(ocr_spec) if ocr_spec else None
     llm = load_object(llm_spec) if llm_spec else None
+    with connect(dsn, application_name="docstatus-worker") as probe:
+        refuse_standby(probe)  # a worker only writes
     try:
-        with psycopg.connect(dsn) as probe:
-            refuse_standby(probe)  # a worker only writes
-        pipeline = Worker(dsn, blob_connection_string, ocr=ocr, llm=llm, concurrency=concurrency,
+        pipeline = Worker(dsn, connection_string, ocr=ocr, llm=llm, concurrency=concurrency,
                           worker_id=worker_id, lease=timedelta(seconds=lease), grace_period=grace_period,
-                          poll_interval=poll_interval)
-    except (psycopg.Error, psycopg_pool.PoolTimeout, ValueError) as exc:
+                          poll_interval=poll_interval, blob_timeouts=blob_timeouts,
+                          blob_probe=probes[BLOB_STORE])
+    except psycopg_pool.PoolTimeout as exc:
+        problem = probe_postgres(dsn) or f"PostgreSQL did not give the worker its connections: {exc}"
+        raise click.ClickException(problem) from exc
+    except ValueError as exc:
         raise click.ClickException(f"cannot start the worker: {exc}") from exc
     metrics = None
     if metrics_port is not None:
@@ -92,6 +125,9 @@ def worker(dsn: str, blob_connection_string: str | None, concurrency: int, once:
     finally:
         if metrics is not None:
             metrics.close()
+    if once and pipeline.dependencies.failures:
+        down = [reason for reason in (pipeline.dependencies.reason(name) for name in (POSTGRES, BLOB_STORE)) if reason]
+        raise click.ClickException("; ".join(down) or "a dependency failed while the worker ran")
 
 
 if __name__ == "__main__":  # python -m docstatus.pipeline.cli

@@ -51,6 +51,14 @@ class LlmReplyError(LlmError, RetryableError):
     """The LLM answered, but not with a JSON object of fields (models do this now and then)."""
 
 
+class BlobStoreUnreachable(RetryableError):
+    """The blob store did not answer (refused, timed out, reset): the document is not at fault."""
+
+
+class BlobMissing(Exception):
+    """The document's blob (or its container) is not in the store: trying again cannot help."""
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failure is worth another attempt: RetryableError, timeouts, lost connections,
     and the Azure SDK's transport errors (the blob store did not answer)."""
@@ -60,10 +68,14 @@ def is_retryable(exc: BaseException) -> bool:
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
     except ImportError:  # pragma: no cover - azure-storage-blob is a dependency
         return False
+    from azure.core.exceptions import HttpResponseError
+
+    if isinstance(exc, HttpResponseError) and (exc.status_code or 0) >= 500:
+        return True  # the store answered, but is not well
     return isinstance(exc, (ServiceRequestError, ServiceResponseError))
 
 
 __all__ = [
-    "LlmError", "LlmReplyError", "LlmRequestError", "LlmTimeout", "LlmUnavailable", "NoTextFound",
+    "BlobMissing", "BlobStoreUnreachable", "LlmError", "LlmReplyError", "LlmRequestError", "LlmTimeout", "LlmUnavailable", "NoTextFound",
     "OcrEngineNotInstalled", "OcrError", "RetryableError", "UnsupportedDocumentType", "is_retryable",
 ]

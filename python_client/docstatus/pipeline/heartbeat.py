@@ -38,9 +38,9 @@ class Heartbeat:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout)
 
     def add(self, held: HeldJob) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ from docstatus.client import Client
 from docstatus.errors import InvalidTransition, LeaseLost
 from docstatus.models import Document, TextExtractionStatus
 from docstatus.pipeline.blobs import BlobIO
-from docstatus.pipeline.errors import is_retryable
+from docstatus.pipeline.errors import BlobStoreUnreachable, is_retryable
 from docstatus.pipeline.lease import HeldJob
 from docstatus.pipeline.results import write_result
 from docstatus.pipeline.stages import LlmExtractor, OcrEngine
@@ -55,7 +55,8 @@ class JobRun:
     """Runs one held job through the pipeline on ``client`` (the slot's connection)."""
 
     def __init__(self, held: HeldJob, document: Document, client: Client, *, worker_id: str, blobs: BlobIO,
-                 ocr: OcrEngine, llm: LlmExtractor, ocr_name: str, llm_name: str, stats: StatsRecorder) -> None:
+                 ocr: OcrEngine, llm: LlmExtractor, ocr_name: str, llm_name: str, stats: StatsRecorder,
+                 on_blob_store_down: Callable[[str], None] | None = None) -> None:
         self.held = held
         self.document = document
         self.client = client
@@ -66,6 +67,7 @@ class JobRun:
         self.ocr_name = ocr_name
         self.llm_name = llm_name
         self.stats = stats
+        self.on_blob_store_down = on_blob_store_down
 
     def run(self) -> None:
         held, document = self.held, self.document
@@ -130,6 +132,8 @@ class JobRun:
         held = self.held
         message = error_message(failure.error)
         retry = is_retryable(failure.error)
+        if isinstance(failure.error, BlobStoreUnreachable) and self.on_blob_store_down is not None:
+            self.on_blob_store_down(str(failure.error))  # before the write: no slot claims meanwhile
         try:
             with self._writing():
                 if retry:
@@ -173,10 +177,23 @@ def log_status(held: HeldJob, worker_id: str, status: str, level: int = logging.
 
 
 def error_message(error: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
-    """'ExceptionType: message' on one line, at most ``limit`` characters."""
+    """'ExceptionType: message' on one line, at most ``limit`` characters. An answer of the blob
+    store is said in a few words (``blob not found``, ``HTTP 503 ServerBusy``), never its XML."""
     text = " ".join(str(error).split())
+    if _is_blob_store_answer(error):
+        from docstatus.connection_errors import blob_cause
+
+        text = blob_cause(error)
     message = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _is_blob_store_answer(error: BaseException) -> bool:
+    try:
+        from azure.core.exceptions import HttpResponseError
+    except ImportError:  # pragma: no cover - azure-storage-blob comes with the worker extra
+        return False
+    return isinstance(error, HttpResponseError)
 
 
 __all__ = ["Abandoned", "JobRun", "StepFailed", "check_held", "error_message", "log_status"]

@@ -53,8 +53,8 @@ class JobListener:
     def start(self) -> None:
         self._listener.start()
 
-    def stop(self) -> None:
-        self._listener.stop()
+    def stop(self, timeout: float = 10.0) -> None:
+        self._listener.stop(timeout)
 
     def _on_notify(self, notification: psycopg.Notify) -> None:
         if _is_new_job(notification.payload):

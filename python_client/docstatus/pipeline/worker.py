@@ -20,6 +20,14 @@ Stopping (SIGTERM/SIGINT, or ``stop()``): no more claims; running jobs may finis
 (``release_job``): its attempt fails as released and the document is queued again at once.
 Then ``run`` returns, and ``docstatus worker`` exits 0.
 
+Outages (``docstatus.pipeline.health.Dependencies``): a claim or maintenance that cannot reach
+PostgreSQL logs one WARNING per outage and is tried again with backoff; a download or write that
+cannot reach the blob store fails its attempt (retryable), and then no slot claims until a probe
+of the store answers. With ``until_idle`` (``--once``) either ends the run, and
+``dependencies.failures`` says so. The pool waits at most ``POOL_TIMEOUT`` for a connection and
+the stop at most ``STOP_BUDGET`` after the grace period, so a stop never hangs on a database
+that is down.
+
 Every status change is logged on ``docstatus.worker`` with its fields (``extra={"fields": ...}``),
 which ``docstatus worker`` prints as JSON lines.
 """
@@ -43,9 +51,11 @@ from azure.storage.blob import BlobServiceClient
 from psycopg_pool import ConnectionPool
 
 from docstatus.client import Client
+from docstatus.connection_errors import postgres_unreachable_message
 from docstatus.errors import DocStatusError, LeaseLost
 from docstatus.models import ClaimedJob
 from docstatus.pipeline.blobs import BlobIO
+from docstatus.pipeline.health import BLOB_STORE, POSTGRES, Dependencies, backoff
 from docstatus.pipeline.heartbeat import Heartbeat
 from docstatus.pipeline.job import JobRun, error_message, log_status
 from docstatus.pipeline.lease import HeldJob
@@ -57,12 +67,20 @@ from docstatus.pipeline.stats import StatsRecorder, WorkerStats
 from docstatus.pipeline.wakeup import JobListener, Wakeup
 
 if TYPE_CHECKING:
+    from docstatus.dms.blob_store import BlobTimeouts
     from docstatus.dms.store import DocumentStore
 
 log = logging.getLogger("docstatus.worker")
 
 _CLAIM_ERROR_DELAYS = (0.5, 1, 2, 5, 10)
 _MIN_IDLE_WAIT = 0.05
+# A pool's wait for a free or new connection, and libpq's for a new one: bounded, so a stop
+# while PostgreSQL is down is not held for the pool's default 30 s.
+POOL_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5
+# After the grace period, the releases and the threads' ends get this long in all; what is left
+# then (PostgreSQL down) is the reaper's when the leases run out.
+STOP_BUDGET = 3.0
 
 
 class Worker:
@@ -95,6 +113,8 @@ class Worker:
         check_stuck_interval: float | None = 60.0,
         grace_period: float = 20.0,
         listen: bool = True,
+        blob_timeouts: BlobTimeouts | None = None,
+        blob_probe: Callable[[], str | None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -118,7 +138,8 @@ class Worker:
         self._owns_pool = isinstance(client, str)
         if isinstance(client, str):
             size = concurrency + 3  # the processing threads, the heartbeat, maintenance, releases
-            pool = ConnectionPool(client, min_size=size, max_size=size, kwargs={"autocommit": True},
+            pool = ConnectionPool(client, min_size=size, max_size=size, timeout=POOL_TIMEOUT,
+                                  kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
                                   open=True, name="docstatus-worker")
             try:
                 pool.wait(timeout=15)
@@ -132,7 +153,9 @@ class Worker:
                                  f"{concurrency}: it needs at least {concurrency + 2}")
         self.pool = pool
         self.client = Client(pool)
-        self.blobs = BlobIO.of(store)
+        self.blobs = BlobIO.of(store, blob_timeouts)
+        self.dependencies = Dependencies(self.worker_id)
+        self._blob_probe = blob_probe
 
         self.stats = WorkerStats()
         self._recorder = StatsRecorder(self.stats)
@@ -256,10 +279,16 @@ class Worker:
                     with self.pool.connection(timeout=10) as conn:
                         client = Client(conn)
                         while not self._stopping.is_set() and not conn.broken:
+                            if self.dependencies.is_down(BLOB_STORE):
+                                if self._idle_exit:
+                                    return  # --once: the store went away; the exit status says so
+                                self.dependencies.wait_up(BLOB_STORE, 1.0)  # claiming now would burn attempts
+                                continue
                             seen = self._wakeup.generation
                             claimed_at = time.monotonic()
                             claims = client.claim_jobs(self.worker_id, self.lease, limit=1, start_ocr=True)
                             failures = 0
+                            self.dependencies.up(POSTGRES)
                             if not claims:
                                 if self._idle_exit:
                                     return
@@ -270,11 +299,18 @@ class Worker:
                 except Exception as exc:  # the database above all; a bug must not end the thread
                     delay = _CLAIM_ERROR_DELAYS[min(failures, len(_CLAIM_ERROR_DELAYS) - 1)]
                     failures += 1
-                    expected = isinstance(exc, (psycopg.Error, psycopg_pool.PoolTimeout, DocStatusError))
-                    log.log(logging.WARNING if expected else logging.ERROR,
-                            "claim failed (%s: %s); trying again in %ss", type(exc).__name__, exc, delay,
-                            exc_info=not expected, extra={"fields": {"event": "claim failed",
-                                                                     "worker_id": self.worker_id, "error": str(exc)}})
+                    if isinstance(exc, (psycopg.OperationalError, psycopg_pool.PoolTimeout)):
+                        # One WARNING per outage, not one per attempt of each slot.
+                        self.dependencies.down(POSTGRES, postgres_unreachable_message(self.pool.conninfo, exc))
+                        if self._idle_exit:
+                            return  # --once: the exit status says a dependency failed
+                    else:
+                        expected = isinstance(exc, (psycopg.Error, DocStatusError))
+                        log.log(logging.WARNING if expected else logging.ERROR,
+                                "claim failed (%s: %s); trying again in %ss", type(exc).__name__, exc, delay,
+                                exc_info=not expected, extra={"fields": {"event": "claim failed",
+                                                                         "worker_id": self.worker_id,
+                                                                         "error": str(exc)}})
                     self._stopping.wait(delay)
         finally:
             with self._slots_lock:
@@ -301,7 +337,11 @@ class Worker:
         check_stuck = self.check_stuck_interval is not None and now >= self._next_stuck_check
         try:
             actions = self.client.run_maintenance(check_stuck)
-        except (psycopg.Error, psycopg_pool.PoolTimeout, DocStatusError) as exc:
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            # PostgreSQL is down: one WARNING per outage, shared with the slots.
+            self.dependencies.down(POSTGRES, postgres_unreachable_message(self.pool.conninfo, exc))
+            return
+        except (psycopg.Error, DocStatusError) as exc:
             log.warning("maintenance failed: %s", exc, extra={"fields": {"event": "maintenance failed",
                                                                          "error": str(exc)}})
             return
@@ -338,11 +378,27 @@ class Worker:
         log_status(held, self.worker_id, "claimed")
         try:
             JobRun(held, claimed.document, client, worker_id=self.worker_id, blobs=self.blobs, ocr=self.ocr,
-                   llm=self.llm, ocr_name=self.ocr_name, llm_name=self.llm_name, stats=self._recorder).run()
+                   llm=self.llm, ocr_name=self.ocr_name, llm_name=self.llm_name, stats=self._recorder,
+                   on_blob_store_down=self._blob_store_down).run()
         finally:
             self._heartbeat.remove(held)
             with self._held_lock:
                 self._held.pop(held.job.id, None)
+
+    def _blob_store_down(self, reason: str) -> None:
+        """A download or write could not reach the store: no slot claims until a probe answers."""
+        if self.dependencies.down(BLOB_STORE, reason) and not self._idle_exit:
+            self._spawn(self._watch_blob_store, "docstatus-blob-probe")
+
+    def _watch_blob_store(self) -> None:
+        probe = self._blob_probe or self.blobs.probe
+        attempt = 0
+        while not self._stopping.wait(backoff(attempt)):
+            attempt += 1
+            if probe() is None:
+                self.dependencies.up(BLOB_STORE)
+                self._wakeup.notify()
+                return
 
     # --- shutdown ----------------------------------------------------------------------------
 
@@ -367,9 +423,19 @@ class Worker:
             still_running = list(self._held.values())
         why = "stopped at once (second signal)" if self._stop_now.is_set() else \
             f"shutting down; the stage did not finish within the grace period of {self.grace_period:g}s"
-        for held in still_running:
-            self._release(held, why)
-        self._close()
+        # Releases run beside us, within STOP_BUDGET: with PostgreSQL down each would wait for the
+        # pool; what is not released in time is the reaper's once its lease runs out.
+        stop_by = time.monotonic() + STOP_BUDGET
+        if still_running:
+            releasing = threading.Thread(target=lambda: [self._release(held, why) for held in still_running],
+                                         name="docstatus-release", daemon=True)
+            releasing.start()
+            releasing.join(max(0.0, stop_by - time.monotonic()))
+            if releasing.is_alive():
+                log.warning("%s job(s) not released in time; the reaper retries them when their leases run out",
+                            len(still_running), extra={"fields": {"event": "release failed",
+                                                                  "worker_id": self.worker_id}})
+        self._close(stop_by)
         log.info("worker %s stopped", self.worker_id, extra={"fields": {
             "event": "worker stopped", "worker_id": self.worker_id, "reason": reason, **self.stats.as_dict()}})
 
@@ -392,21 +458,27 @@ class Worker:
         self._recorder.count("released")
         log_status(held, self.worker_id, "released", level=logging.WARNING, reason=reason)
 
-    def _close(self) -> None:
+    def _close(self, stop_by: float | None = None) -> None:
         if self._closed:
             return
         self._closed = True
         self._stopping.set()
+        self.dependencies.wake()
+        stop_by = stop_by if stop_by is not None else time.monotonic() + STOP_BUDGET
+
+        def left() -> float:
+            return max(0.05, stop_by - time.monotonic())
+
         if self._started:
-            self._heartbeat.stop()
+            self._heartbeat.stop(left())
             if self._listener is not None:
-                self._listener.stop()
+                self._listener.stop(left())
         for thread in self._threads:
             if thread.name == "docstatus-maintenance":
-                thread.join(timeout=10)
+                thread.join(timeout=left())
         self.blobs.close()
         if self._owns_pool:
-            self.pool.close()
+            self.pool.close(timeout=left())
 
 
 def _pool_of(client: Client | ConnectionPool) -> ConnectionPool:
