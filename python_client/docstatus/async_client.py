@@ -20,9 +20,9 @@ from docstatus.client import (
 )
 from docstatus.errors import translated
 from docstatus.models import (
-    ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
+    ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, DocumentStateMove, EventDelivery,
     ExtractionJob, FailurePattern, HistoryMaintenance, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
-    StatusEvent, StuckAlert, StuckDocument,
+    StatusEvent, StatusTransition, StuckAlert, StuckDocument,
 )
 
 __all__ = ["AsyncClient"]
@@ -235,6 +235,12 @@ class AsyncClient:
 
     async def document_states(self) -> list[DocumentStateInfo]:
         return _all(DocumentStateInfo, await self._rows("document_states"))
+
+    async def status_transitions(self) -> list[StatusTransition]:
+        return _all(StatusTransition, await self._rows("status_transitions"))
+
+    async def document_state_moves(self) -> list[DocumentStateMove]:
+        return _all(DocumentStateMove, await self._rows("document_state_moves"))
 
     async def retry_candidates(self, document_ids: list[int]) -> list[RetryCandidate]:
         return _all(RetryCandidate, await self._rows("retry_candidates", {"document_ids": document_ids}))
