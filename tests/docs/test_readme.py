@@ -65,9 +65,10 @@ def assert_done_and_failed_paths(client: Client, done_id: int, failed_id: int) -
     assert done_job.status == "done" and done_job.completed_at is not None
     assert client.current_result(done_id) is not None
     failed_jobs = client.list_jobs(failed_id)
-    assert [(job.attempt, job.status) for job in failed_jobs] == [(1, "failed"), (2, "pending extraction")]
+    assert [(job.attempt, job.status) for job in failed_jobs] == [(1, "failed"), (2, "done")]
     assert failed_jobs[0].error_message == "OCR: no text layer" and failed_jobs[0].completed_at is not None
-    assert client.get_document(failed_id).text_extraction_status == "ready"
+    assert client.get_document(failed_id).text_extraction_status == "completed"
+    assert all(job.document_id not in (done_id, failed_id) for job in client.recent_jobs(status="pending extraction"))
 
 
 def test_psql_block_pastes_into_a_fresh_migrated_database(pg_server, migrated_dsn):
