@@ -16,7 +16,6 @@ the services of compose.yml) and never stops them.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -282,7 +281,9 @@ def _print_timeline(client, document_id: int) -> None:
 def env(base: Path) -> None:
     """Prints the demo services' variables as shell ``export`` lines (starting the services if
     they are not running), for ``eval "$(python -m docstatus.dev.demo env)"``: ``make notebook``."""
-    dsn, connection_string = start_services(base, say=functools.partial(print, file=sys.stderr))
+    # stdout is for `eval`: the steps, and whatever a migration prints, go to stderr.
+    with redirect_stdout(sys.stderr):
+        dsn, connection_string = start_services(base)
     print(f"export DOCSTATUS_DSN={shlex.quote(dsn)}")
     print(f"export AZURE_STORAGE_CONNECTION_STRING={shlex.quote(connection_string)}")
 
