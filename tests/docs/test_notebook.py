@@ -74,14 +74,7 @@ def test_notebook_runs_top_to_bottom_and_prints_the_seeds_facts(db_dsn, azurite,
             cell.outputs, cell.execution_count = [], None  # a clean run, whatever is committed
     client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    saved = os.environ.copy()
-    os.environ.clear()
-    os.environ.update(environment)  # the kernel inherits this process's environment
-    try:
-        client.execute()  # CellExecutionError on the first cell that raises
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    client.execute(env=environment)  # the kernel's environment; CellExecutionError on a cell that raises
     nbformat.write(notebook, tmp_path / NOTEBOOK.name)  # to read when an expectation fails
 
     lines = printed_lines(notebook)
