@@ -1,9 +1,37 @@
--- docstatus: the whole current schema, readable top to bottom.
+-- docstatus: the whole schema of a fresh install, read top to bottom by concept: the states of
+-- a document, reference data, tables, internal helpers, triggers, the API by caller (the DMS,
+-- workers, operators), views, maintenance, and the grants of each role.
 --
--- A fresh install may load this file instead of running the migrations; a test proves the two
--- give the same catalog. Every status rule lives here, so psql, Go, Node and the Python client
--- all get the same guarantees. Tables are readable by the application roles; only the
--- SECURITY DEFINER functions below write to them.
+-- Every status rule lives here, so psql, Go, Node and the Python client all get the same
+-- guarantees. Tables are readable by the application roles; only the SECURITY DEFINER
+-- functions below write to them.
+--
+-- The six states of a document (document_states): each is a pair of column values
+-- (text_extraction_status, processing_status), and each column moves only along the edges of
+-- status_transitions.
+--
+--   uploaded     (not ready,   pending extraction)  register_document
+--       |  validate_document: retrievable and accepted
+--       v
+--   queued       (ready,       pending extraction)  with one pending extraction job
+--       |  mark_ocr_running, or claim_jobs(p_start_ocr => true)
+--       v
+--   ocr running  (in progress, ocr running)         the job held by a worker, with a lease
+--       |  mark_llm_running
+--       v
+--   llm running  (in progress, llm running)
+--       |  finish_job (record_result, then mark_processing_done)
+--       v
+--   completed    (completed,   done)                final
+--
+--   failed       (failed,      failed)              final; entered from any state above:
+--       validate_document rejects it, mark_processing_failed, mark_attempt_failed, release_job,
+--       or reap_expired_jobs (the lease ran out). Edges out of failed:
+--       -> queued    retry_document; or at once, with the next attempt, by mark_attempt_failed,
+--                    release_job and the reaper while attempts remain (settings.max_attempts)
+--       -> uploaded  validate_document again, for a document that failed validation
+--
+-- A job (extraction_jobs.status) is one attempt: pending extraction, then done or failed, once.
 --
 -- Error codes raised here (the README has the same table):
 --   DS001 invalid transition          DS002 unknown document or job
@@ -16,7 +44,7 @@ CREATE SCHEMA docstatus;
 COMMENT ON SCHEMA docstatus IS 'Document text extraction and processing statuses, extraction jobs and their history.';
 
 ------------------------------------------------------------------------------------------------
--- Configuration and reference data
+-- Reference data: configuration, the MIME allowlist, the status graph, the states, their SLAs
 ------------------------------------------------------------------------------------------------
 
 CREATE TABLE docstatus.settings (
@@ -52,18 +80,6 @@ COMMENT ON COLUMN docstatus.settings.history_partition_interval IS
     'The time range of one status_events partition: 1 day or 7 days (ISO weeks, as pg_partman''s '
     '''weekly''). A change applies to partitions created from then on.';
 INSERT INTO docstatus.settings DEFAULT VALUES;
-
-CREATE FUNCTION docstatus._refuse_settings_delete() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'docstatus.settings keeps exactly one row: UPDATE it instead'
-        USING ERRCODE = 'DS003';
-END;
-$$;
-CREATE TRIGGER _100_keep_one_row BEFORE DELETE ON docstatus.settings
-    FOR EACH ROW EXECUTE FUNCTION docstatus._refuse_settings_delete();
-CREATE TRIGGER _100_keep_one_row_truncate BEFORE TRUNCATE ON docstatus.settings
-    FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_settings_delete();
 
 CREATE TABLE docstatus.allowed_mime_types (
     mime_type   text PRIMARY KEY CHECK (mime_type = lower(mime_type) AND mime_type LIKE '%/%'),
@@ -139,8 +155,34 @@ INSERT INTO docstatus.document_states VALUES
 -- one that read this table would let a pg_dump restore check rows before the table is filled.
 -- A test proves the lists and this table name the same pairs.
 
+-- The four states a document should leave on its own, each under one name.
+CREATE TABLE docstatus.stage_slas (
+    state                  text PRIMARY KEY,
+    text_extraction_status text NOT NULL,
+    processing_status      text NOT NULL,
+    max_duration           interval NOT NULL CHECK (max_duration > interval '0'),
+    -- The non-final rows of document_states; completed and failed have no SLA.
+    CONSTRAINT stage_slas_state CHECK (
+        (state, text_extraction_status, processing_status) IN (
+            ('uploaded',    'not ready',   'pending extraction'),
+            ('queued',      'ready',       'pending extraction'),
+            ('ocr running', 'in progress', 'ocr running'),
+            ('llm running', 'in progress', 'llm running')))
+);
+COMMENT ON TABLE docstatus.stage_slas IS
+    'How long a document may stay in each non-final state (uploaded, queued, ocr running, llm '
+    'running) before stuck_documents lists it and check_stuck alerts. Editable as data: UPDATE '
+    'max_duration; delete a row to stop watching that state.';
+INSERT INTO docstatus.stage_slas (state, text_extraction_status, processing_status, max_duration) VALUES
+    ('uploaded',    'not ready',   'pending extraction', '10 minutes'),
+    ('queued',      'ready',       'pending extraction', '1 hour'),
+    ('ocr running', 'in progress', 'ocr running',        '15 minutes'),
+    ('llm running', 'in progress', 'llm running',        '30 minutes');
+-- Autovacuum never analyzes a table this small; the stuck_documents plan wants real row counts.
+ANALYZE docstatus.stage_slas;
+
 ------------------------------------------------------------------------------------------------
--- Documents, jobs, history
+-- Tables: documents, jobs, history, results, counters, alerts
 ------------------------------------------------------------------------------------------------
 
 CREATE TABLE docstatus.documents (
@@ -179,14 +221,6 @@ COMMENT ON COLUMN docstatus.documents.status_reason IS
 -- Operators and the stuck views look at documents that are still moving.
 CREATE INDEX documents_active_by_status ON docstatus.documents (processing_status, status_entered_at)
     WHERE text_extraction_status NOT IN ('completed', 'failed');
-
--- The documents still moving. The predicate is that of documents_active_by_status, spelled out
--- here once, so a query on this view reads that index (the 1% still moving), never the rest.
-CREATE VIEW docstatus.active_documents AS
-SELECT * FROM docstatus.documents
- WHERE text_extraction_status NOT IN ('completed', 'failed');
-COMMENT ON VIEW docstatus.active_documents IS
-    'Documents in a non-final state (not completed, not failed); reads only documents_active_by_status.';
 
 CREATE TABLE docstatus.extraction_jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -235,6 +269,10 @@ CREATE INDEX extraction_jobs_claimable ON docstatus.extraction_jobs (not_before,
 CREATE INDEX extraction_jobs_leased ON docstatus.extraction_jobs (lease_expires_at)
     WHERE status = 'pending extraction' AND worker_id IS NOT NULL;
 
+-- failure_summary reads failed jobs only; without this index it scanned every job (164 ms at a
+-- million documents in bench/soak.py).
+CREATE INDEX extraction_jobs_failed ON docstatus.extraction_jobs (completed_at) WHERE status = 'failed';
+
 CREATE TABLE docstatus.status_events (
     id          bigint GENERATED ALWAYS AS IDENTITY,
     -- The writing transaction: events_after orders by (tx_id, id) and only hands out events of
@@ -277,24 +315,72 @@ INSERT INTO docstatus.history_horizon DEFAULT VALUES;
 
 CREATE INDEX status_events_cursor ON docstatus.status_events (tx_id, id);
 
--- Documents and jobs stay, with their history: an operator who wants one gone marks it failed.
-CREATE FUNCTION docstatus._refuse_delete() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION '% rows are kept with their history: % refused', TG_TABLE_NAME, TG_OP
-        USING ERRCODE = 'DS006',
-              HINT = 'Mark a document failed instead of deleting it.';
-END;
-$$;
-CREATE TRIGGER _100_keep_rows BEFORE DELETE ON docstatus.documents
-    FOR EACH ROW EXECUTE FUNCTION docstatus._refuse_delete();
-CREATE TRIGGER _100_keep_rows_truncate BEFORE TRUNCATE ON docstatus.documents
-    FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_delete();
-CREATE TRIGGER _100_keep_rows BEFORE DELETE ON docstatus.extraction_jobs
-    FOR EACH ROW EXECUTE FUNCTION docstatus._refuse_delete();
-CREATE TRIGGER _100_keep_rows_truncate BEFORE TRUNCATE ON docstatus.extraction_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_delete();
 CREATE INDEX status_events_by_document ON docstatus.status_events (document_id, id);
+
+CREATE TABLE docstatus.document_results (
+    -- No foreign keys, as in status_events: documents and jobs are never deleted (_refuse_delete),
+    -- and a key here would make TRUNCATE of the jobs fail before that trigger could say why.
+    job_id         bigint PRIMARY KEY,
+    document_id    bigint NOT NULL,
+    blob_container text NOT NULL CHECK (blob_container <> ''),
+    text_blob      text NOT NULL CHECK (text_blob <> ''),
+    fields_blob    text NOT NULL CHECK (fields_blob <> ''),
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE docstatus.document_results IS
+    'Where the result of an extraction run is stored: the extracted text and the fields (JSON) as '
+    'two blobs in the document''s container, one row per job. A document''s result is that of its '
+    'latest done job; a row of a job that did not end done is a leftover of an interrupted run.';
+
+CREATE INDEX document_results_by_document ON docstatus.document_results (document_id, job_id DESC);
+
+-- Status counts without a sequential scan and without a write in the lifecycle.
+--
+-- status_events already holds one append-only row per status change, creation included, so it
+-- is a log of counter deltas: count(status) = rows entering it - rows leaving it. A per-change
+-- counter UPDATE in the triggers would add a write to every status change and make lifecycle
+-- transactions lock shared rows until commit: writers would queue on them, and two transactions
+-- that change a job and a document in opposite orders would deadlock (sharding the rows only
+-- makes that rarer). Instead the log is folded into these counters now and then, and
+-- status_counts adds the few events written since.
+CREATE TABLE docstatus.status_counters (
+    kind   text NOT NULL CHECK (kind IN ('text_extraction', 'processing', 'job')),
+    status text NOT NULL,
+    count  bigint NOT NULL,
+    PRIMARY KEY (kind, status)
+);
+COMMENT ON TABLE docstatus.status_counters IS
+    'Documents per text_extraction_status and processing_status, jobs per status, as of the events '
+    'of every transaction below status_counters_fold.folded_below_tx. Read status_counts instead: '
+    'it adds the events not folded yet.';
+INSERT INTO docstatus.status_counters (kind, status, count)
+SELECT DISTINCT t.kind, s.status, 0
+  FROM docstatus.status_transitions t, unnest(ARRAY[t.from_status, t.to_status]) AS s (status);
+
+CREATE TABLE docstatus.status_counters_fold (
+    -- One row only: the primary key can only be true.
+    singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    folded_below_tx xid8 NOT NULL DEFAULT '0',
+    folded_at       timestamptz
+);
+COMMENT ON TABLE docstatus.status_counters_fold IS
+    'One row: status_counters include the events of every transaction with tx_id < folded_below_tx; '
+    'folded_at is when fold_status_counters last ran. Monitor both: when nobody folds, or an open '
+    'writing transaction holds folding back, status_counts slows down (it never goes wrong).';
+INSERT INTO docstatus.status_counters_fold DEFAULT VALUES;
+
+CREATE TABLE docstatus.stuck_alerts (
+    document_id       bigint NOT NULL REFERENCES docstatus.documents (id),
+    -- A document's stay in one state is named by the time it entered it.
+    status_entered_at timestamptz NOT NULL,
+    state             text NOT NULL,
+    sla               interval NOT NULL,
+    alerted_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (document_id, status_entered_at)
+);
+COMMENT ON TABLE docstatus.stuck_alerts IS
+    'One row per stuck stay check_stuck alerted on, so it alerts once: a document that moves on '
+    'enters its next state at a new status_entered_at and alerts again if that one lasts too long.';
 
 ------------------------------------------------------------------------------------------------
 -- Internal helpers (not granted to anybody)
@@ -377,9 +463,358 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._record_event IS 'Internal: appends to status_events and NOTIFYs.';
 
+CREATE FUNCTION docstatus._raise_invalid_argument(p_message text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', p_message USING ERRCODE = 'DS003';
+END;
+$$;
+COMMENT ON FUNCTION docstatus._raise_invalid_argument IS 'Internal: raises DS003.';
+
+CREATE FUNCTION docstatus._raise_not_found(p_what text, p_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'unknown % %', p_what, p_id
+        USING ERRCODE = 'DS002', DETAIL = json_build_object(p_what || '_id', p_id)::text;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._raise_not_found IS 'Internal: raises DS002.';
+
+-- Locks and returns a document; DS002 when there is none.
+CREATE FUNCTION docstatus._lock_document(p_document_id bigint) RETURNS docstatus.documents
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_document docstatus.documents;
+BEGIN
+    IF p_document_id IS NULL THEN
+        PERFORM docstatus._raise_invalid_argument('document id must not be null');
+    END IF;
+    SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM docstatus._raise_not_found('document', p_document_id);
+    END IF;
+    RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._lock_document IS 'Internal: SELECT ... FOR UPDATE of one document, DS002 if missing.';
+
+-- Inserts the next attempt of a document's extraction.
+CREATE FUNCTION docstatus._insert_job(p_document_id bigint, p_idempotency_key text)
+RETURNS docstatus.extraction_jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job docstatus.extraction_jobs;
+BEGIN
+    INSERT INTO docstatus.extraction_jobs (document_id, attempt, idempotency_key)
+    VALUES (p_document_id,
+            coalesce((SELECT max(attempt) FROM docstatus.extraction_jobs WHERE document_id = p_document_id), 0) + 1,
+            p_idempotency_key)
+    RETURNING * INTO v_job;
+    RETURN v_job;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._insert_job IS 'Internal: inserts attempt max+1 of a document (caller holds the document lock).';
+
+-- Queues the next attempt of a document whose active job has just failed; the caller holds the
+-- document lock and has just moved the document to failed. With p_backoff (a failure), only
+-- while the attempts that count are fewer than settings.max_attempts, and not before
+-- retry_base_delay * 2^(failures - 1), capped at retry_max_delay; without it (a release), at
+-- once and whatever max_attempts says. Returns the new job's id, NULL when none was queued.
+CREATE FUNCTION docstatus._queue_next_attempt(p_document_id bigint, p_backoff boolean)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_settings docstatus.settings;
+    v_last_attempt integer;
+    v_counted integer;
+    v_delay interval := interval '0';
+    v_job_id bigint;
+BEGIN
+    SELECT max(attempt), count(*) FILTER (WHERE NOT released) INTO v_last_attempt, v_counted
+      FROM docstatus.extraction_jobs WHERE document_id = p_document_id;
+    IF p_backoff THEN
+        SELECT * INTO v_settings FROM docstatus.settings;
+        IF v_counted >= v_settings.max_attempts THEN
+            RETURN NULL;
+        END IF;
+        -- The exponent stops at 30: any base delay times 2^30 is past any sensible cap already.
+        v_delay := least(v_settings.retry_max_delay,
+                         v_settings.retry_base_delay * power(2, least(greatest(v_counted - 1, 0), 30)));
+    END IF;
+    UPDATE docstatus.documents
+       SET text_extraction_status = 'ready', processing_status = 'pending extraction', status_reason = NULL
+     WHERE id = p_document_id;
+    INSERT INTO docstatus.extraction_jobs (document_id, attempt, not_before)
+    VALUES (p_document_id, v_last_attempt + 1, now() + v_delay)
+    RETURNING id INTO v_job_id;
+    RETURN v_job_id;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._queue_next_attempt IS
+    'Internal: back to ready with the next attempt after a failure (with backoff, while attempts '
+    'remain) or a release (at once).';
+
+-- Raises DS004 unless the caller may act on the document's active job: with p_worker_id, that
+-- worker must hold it; whoever holds it, the lease must not have run out; with p_must_be_held,
+-- somebody must hold it even when no worker id is given.
+CREATE FUNCTION docstatus._require_lease(
+    p_document_id bigint, p_worker_id text, p_job_id bigint, p_holder text, p_lease_expires_at timestamptz,
+    p_must_be_held boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF (p_worker_id IS NOT NULL AND p_holder IS DISTINCT FROM p_worker_id)
+       OR (p_holder IS NOT NULL AND p_lease_expires_at <= now())
+       OR (p_must_be_held AND p_holder IS NULL) THEN
+        RAISE EXCEPTION USING
+                  MESSAGE = format('worker %s does not hold a lease on document %s%s',
+                      coalesce(p_worker_id, session_user), p_document_id,
+                      CASE WHEN p_job_id IS NULL THEN ' (it has no active extraction job)'
+                           WHEN p_holder IS NULL THEN format(' (job %s is not held)', p_job_id)
+                           ELSE format(' (job %s is held by %s until %s)', p_job_id, p_holder,
+                                       p_lease_expires_at) END),
+                  ERRCODE = 'DS004',
+                  DETAIL = json_build_object('document_id', p_document_id, 'worker_id', p_worker_id,
+                                             'job_id', p_job_id, 'holder', p_holder,
+                                             'lease_expires_at', p_lease_expires_at)::text,
+                  HINT = 'A worker whose lease ran out must drop the job; the reaper ends it.';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._require_lease IS
+    'Internal: the one lease check (DS004) of the mark_* functions, release_job and record_result.';
+
+-- The arguments every claim checks (DS003).
+CREATE FUNCTION docstatus._check_claim_arguments(p_worker_id text, p_lease interval) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(p_worker_id, '') = '' THEN
+        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
+    END IF;
+    IF p_lease IS NULL OR p_lease <= interval '0' THEN
+        PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._check_claim_arguments IS 'Internal: DS003 unless the worker id is non-empty and the lease positive.';
+
+-- A job a worker may take once its not_before has come: unheld, of a queued document. A plain
+-- SQL expression, so the planner inlines it and the claims still read extraction_jobs_claimable.
+CREATE FUNCTION docstatus._is_claimable(p_job_status text, p_worker_id text, p_text_extraction_status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT p_job_status = 'pending extraction' AND p_worker_id IS NULL AND p_text_extraction_status = 'ready'
+$$;
+COMMENT ON FUNCTION docstatus._is_claimable IS
+    'Internal: the readiness rule shared by claim_extraction_job, claim_jobs and next_job_due '
+    '(a due job also has not_before <= now()).';
+
+-- Moves a document to a new pair of statuses on behalf of the holder of its active job, and
+-- ends that job when p_end_job is given. The transition is checked first (DS001), the lease
+-- second (DS004), so of two racing callers exactly one wins and the other gets DS001.
+CREATE FUNCTION docstatus._advance_document(
+    p_document_id bigint, p_worker_id text, p_text_status text, p_processing_status text,
+    p_reason text, p_end_job text, p_error_message text)
+RETURNS docstatus.documents
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_document docstatus.documents;
+    v_job_id bigint;
+    v_holder text;
+    v_lease_expires_at timestamptz;
+BEGIN
+    IF p_document_id IS NULL OR p_worker_id = '' THEN
+        PERFORM docstatus._raise_invalid_argument('document id is required and worker id must be non-empty');
+    END IF;
+    -- One statement: lock, check (the trigger), move. Already in the target state finds no row.
+    UPDATE docstatus.documents
+       SET text_extraction_status = p_text_status, processing_status = p_processing_status,
+           status_reason = p_reason
+     WHERE id = p_document_id AND processing_status <> p_processing_status
+    RETURNING * INTO v_document;
+    IF NOT FOUND THEN
+        SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
+        IF NOT FOUND THEN
+            PERFORM docstatus._raise_not_found('document', p_document_id);
+        END IF;
+        PERFORM docstatus._raise_invalid_transition(
+            p_document_id, 'processing', v_document.processing_status, p_processing_status);
+    END IF;
+
+    -- The document lock above keeps the reaper and other callers away from its job, so the
+    -- job needs no lock of its own to be checked; ending it is the same statement.
+    IF p_end_job IS NULL THEN
+        SELECT id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at
+          FROM docstatus.extraction_jobs
+         WHERE document_id = p_document_id AND status = 'pending extraction';
+    ELSE
+        UPDATE docstatus.extraction_jobs SET status = p_end_job, error_message = p_error_message
+         WHERE document_id = p_document_id AND status = 'pending extraction'
+        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
+    END IF;
+    PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
+    RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._advance_document IS 'Internal: shared body of the mark_* functions.';
+
+-- The partitions of status_events.
+--
+-- Periods start at midnight UTC, or on Monday for 7 days, and are named as pg_partman 4 names
+-- its 'daily' and 'weekly' partitions (maintain_history runs in UTC), so either one can take
+-- over the partitions of the other.
+CREATE FUNCTION docstatus._history_period_start(p_at timestamptz, p_interval interval) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT CASE p_interval WHEN interval '7 days' THEN date_trunc('week', p_at, 'UTC')
+                           ELSE date_trunc('day', p_at, 'UTC') END;
+END;
+COMMENT ON FUNCTION docstatus._history_period_start IS 'Internal: start of the status_events partition period holding p_at.';
+
+CREATE FUNCTION docstatus._history_partition_name(p_period_start timestamptz, p_interval interval) RETURNS name
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT ('status_events_p' || to_char(p_period_start AT TIME ZONE 'UTC',
+            CASE p_interval WHEN interval '7 days' THEN 'IYYY"w"IW' ELSE 'YYYY_MM_DD' END))::name;
+END;
+COMMENT ON FUNCTION docstatus._history_partition_name IS 'Internal: the name of the partition of the period starting at p_period_start.';
+
+-- A string body: resolved when called, since it names status_events.
+CREATE FUNCTION docstatus._history_partitions(
+    OUT partition regclass, OUT lower_bound timestamptz, OUT upper_bound timestamptz, OUT is_default boolean)
+RETURNS SETOF record
+LANGUAGE sql STABLE AS $$
+    SELECT c.oid::regclass,
+           (regexp_match(b.bound, 'FROM \(''([^'']+)''\)'))[1]::timestamptz,
+           (regexp_match(b.bound, 'TO \(''([^'']+)''\)'))[1]::timestamptz,
+           b.bound = 'DEFAULT'
+      FROM pg_inherits i
+      JOIN pg_class c ON c.oid = i.inhrelid
+     CROSS JOIN LATERAL pg_get_expr(c.relpartbound, c.oid) AS b (bound)
+     WHERE i.inhparent = 'docstatus.status_events'::regclass;
+$$;
+COMMENT ON FUNCTION docstatus._history_partitions IS
+    'Internal: the partitions of status_events with their bounds (lower NULL: from the beginning).';
+
+CREATE FUNCTION docstatus._protect_history_partition(p_partition regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Row triggers of status_events reach every partition; statement triggers do not, and
+    -- without this one TRUNCATE of a partition would empty it.
+    IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = p_partition AND tgname = '_100_append_only_truncate') THEN
+        EXECUTE format('CREATE TRIGGER _100_append_only_truncate BEFORE TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_history_change()', p_partition);
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._protect_history_partition IS 'Internal: the append-only TRUNCATE trigger on one partition.';
+
+CREATE FUNCTION docstatus._create_history_partition(p_from timestamptz, p_to timestamptz, p_name name)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_partition regclass;
+BEGIN
+    -- CREATE TABLE ... PARTITION OF would lock status_events against every writer; a table of
+    -- its own, then ATTACH (SHARE UPDATE EXCLUSIVE) lets the lifecycle go on meanwhile.
+    EXECUTE format('CREATE TABLE docstatus.%I (LIKE docstatus.status_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                   p_name);
+    v_partition := format('docstatus.%I', p_name)::regclass;
+    -- Events written while no partition covered their time wait in the default partition. They
+    -- move here with its triggers off: they are neither new nor deleted.
+    IF EXISTS (SELECT FROM docstatus.status_events_default WHERE occurred_at >= p_from AND occurred_at < p_to) THEN
+        EXECUTE format('INSERT INTO %s SELECT * FROM docstatus.status_events_default '
+                       'WHERE occurred_at >= $1 AND occurred_at < $2', v_partition) USING p_from, p_to;
+        ALTER TABLE docstatus.status_events_default DISABLE TRIGGER USER;
+        DELETE FROM docstatus.status_events_default WHERE occurred_at >= p_from AND occurred_at < p_to;
+        ALTER TABLE docstatus.status_events_default ENABLE TRIGGER USER;
+    END IF;
+    EXECUTE format('ALTER TABLE docstatus.status_events ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                   v_partition, p_from, p_to);
+    PERFORM docstatus._protect_history_partition(v_partition);
+END;
+$$;
+COMMENT ON FUNCTION docstatus._create_history_partition IS
+    'Internal: creates and attaches the partition [p_from, p_to), moving in the events of that '
+    'time the default partition holds.';
+
+-- Built-in upkeep: the partitions of the current period and four ahead (as pg_partman's
+-- premake), and of any period whose events wait in the default partition (none normally). A
+-- period that overlaps an existing partition (the interval was changed) starts where that ends.
+CREATE FUNCTION docstatus._create_history_partitions(p_interval interval) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_period timestamptz;
+    v_from timestamptz;
+    v_created integer := 0;
+    v_periods timestamptz[];
+BEGIN
+    -- Collected first: moving events out of the default partition alters it, which an open
+    -- loop over its rows would forbid.
+    SELECT array_agg(period ORDER BY period) INTO v_periods
+      FROM (SELECT docstatus._history_period_start(now(), p_interval) + p_interval * ahead
+              FROM generate_series(0, 4) AS ahead
+            UNION
+            SELECT docstatus._history_period_start(occurred_at, p_interval)
+              FROM docstatus.status_events_default) AS periods (period);
+    FOREACH v_period IN ARRAY v_periods LOOP
+        SELECT greatest(v_period, max(upper_bound)) INTO v_from
+          FROM docstatus._history_partitions()
+         WHERE upper_bound > v_period AND upper_bound < v_period + p_interval;
+        v_from := coalesce(v_from, v_period);
+        IF NOT EXISTS (SELECT FROM docstatus._history_partitions()
+                        WHERE NOT is_default AND coalesce(lower_bound, '-infinity') < v_period + p_interval
+                          AND upper_bound > v_from) THEN
+            BEGIN
+                PERFORM docstatus._create_history_partition(v_from, v_period + p_interval,
+                                                            docstatus._history_partition_name(v_period, p_interval));
+                v_created := v_created + 1;
+            EXCEPTION WHEN lock_not_available OR check_violation THEN
+                -- Busy (lock_timeout), or an event of that period arrived in the default
+                -- partition meanwhile: the next run creates it.
+                RAISE WARNING 'maintain_history: partition for % not created yet: %', v_period, SQLERRM;
+            END;
+        END IF;
+    END LOOP;
+    RETURN v_created;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._create_history_partitions IS
+    'Internal: built-in partition upkeep of status_events; returns how many partitions it created.';
+
 ------------------------------------------------------------------------------------------------
 -- Triggers: the rules, for every writer. Same-kind triggers fire in name order, hence numbers.
 ------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION docstatus._refuse_settings_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'docstatus.settings keeps exactly one row: UPDATE it instead'
+        USING ERRCODE = 'DS003';
+END;
+$$;
+CREATE TRIGGER _100_keep_one_row BEFORE DELETE ON docstatus.settings
+    FOR EACH ROW EXECUTE FUNCTION docstatus._refuse_settings_delete();
+CREATE TRIGGER _100_keep_one_row_truncate BEFORE TRUNCATE ON docstatus.settings
+    FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_settings_delete();
+
+-- Documents and jobs stay, with their history: an operator who wants one gone marks it failed.
+CREATE FUNCTION docstatus._refuse_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% rows are kept with their history: % refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'DS006',
+              HINT = 'Mark a document failed instead of deleting it.';
+END;
+$$;
+CREATE TRIGGER _100_keep_rows BEFORE DELETE ON docstatus.documents
+    FOR EACH ROW EXECUTE FUNCTION docstatus._refuse_delete();
+CREATE TRIGGER _100_keep_rows_truncate BEFORE TRUNCATE ON docstatus.documents
+    FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_delete();
+CREATE TRIGGER _100_keep_rows BEFORE DELETE ON docstatus.extraction_jobs
+    FOR EACH ROW EXECUTE FUNCTION docstatus._refuse_delete();
+CREATE TRIGGER _100_keep_rows_truncate BEFORE TRUNCATE ON docstatus.extraction_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_delete();
 
 CREATE FUNCTION docstatus._documents_before_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -616,130 +1051,63 @@ CREATE TRIGGER _100_append_only BEFORE UPDATE OR DELETE ON docstatus.status_even
 CREATE TRIGGER _100_append_only_truncate BEFORE TRUNCATE ON docstatus.status_events
     FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_history_change();
 
-------------------------------------------------------------------------------------------------
--- The SQL API
-------------------------------------------------------------------------------------------------
-
-CREATE FUNCTION docstatus._raise_invalid_argument(p_message text) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION '%', p_message USING ERRCODE = 'DS003';
-END;
-$$;
-COMMENT ON FUNCTION docstatus._raise_invalid_argument IS 'Internal: raises DS003.';
-
-CREATE FUNCTION docstatus._raise_not_found(p_what text, p_id bigint) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'unknown % %', p_what, p_id
-        USING ERRCODE = 'DS002', DETAIL = json_build_object(p_what || '_id', p_id)::text;
-END;
-$$;
-COMMENT ON FUNCTION docstatus._raise_not_found IS 'Internal: raises DS002.';
-
--- Locks and returns a document; DS002 when there is none.
-CREATE FUNCTION docstatus._lock_document(p_document_id bigint) RETURNS docstatus.documents
+-- Row triggers refuse UPDATE and DELETE and a trigger on each partition refuses TRUNCATE; these
+-- event triggers refuse dropping or detaching a partition outside maintain_history. Dropping
+-- status_events itself (uninstalling) is left alone.
+CREATE FUNCTION docstatus._guard_history() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_document docstatus.documents;
+    v_table text;
 BEGIN
-    IF p_document_id IS NULL THEN
-        PERFORM docstatus._raise_invalid_argument('document id must not be null');
+    IF current_setting('docstatus.maintaining_history', true) = 'on' THEN
+        RETURN;
     END IF;
-    SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id FOR UPDATE;
-    IF NOT FOUND THEN
-        PERFORM docstatus._raise_not_found('document', p_document_id);
-    END IF;
-    RETURN v_document;
-END;
-$$;
-COMMENT ON FUNCTION docstatus._lock_document IS 'Internal: SELECT ... FOR UPDATE of one document, DS002 if missing.';
-
--- Inserts the next attempt of a document's extraction.
-CREATE FUNCTION docstatus._insert_job(p_document_id bigint, p_idempotency_key text)
-RETURNS docstatus.extraction_jobs
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_job docstatus.extraction_jobs;
-BEGIN
-    INSERT INTO docstatus.extraction_jobs (document_id, attempt, idempotency_key)
-    VALUES (p_document_id,
-            coalesce((SELECT max(attempt) FROM docstatus.extraction_jobs WHERE document_id = p_document_id), 0) + 1,
-            p_idempotency_key)
-    RETURNING * INTO v_job;
-    RETURN v_job;
-END;
-$$;
-COMMENT ON FUNCTION docstatus._insert_job IS 'Internal: inserts attempt max+1 of a document (caller holds the document lock).';
-
--- Queues the next attempt of a document whose active job has just failed; the caller holds the
--- document lock and has just moved the document to failed. With p_backoff (a failure), only
--- while the attempts that count are fewer than settings.max_attempts, and not before
--- retry_base_delay * 2^(failures - 1), capped at retry_max_delay; without it (a release), at
--- once and whatever max_attempts says. Returns the new job's id, NULL when none was queued.
-CREATE FUNCTION docstatus._queue_next_attempt(p_document_id bigint, p_backoff boolean)
-RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_settings docstatus.settings;
-    v_last_attempt integer;
-    v_counted integer;
-    v_delay interval := interval '0';
-    v_job_id bigint;
-BEGIN
-    SELECT max(attempt), count(*) FILTER (WHERE NOT released) INTO v_last_attempt, v_counted
-      FROM docstatus.extraction_jobs WHERE document_id = p_document_id;
-    IF p_backoff THEN
-        SELECT * INTO v_settings FROM docstatus.settings;
-        IF v_counted >= v_settings.max_attempts THEN
-            RETURN NULL;
+    IF TG_EVENT = 'sql_drop' THEN
+        IF EXISTS (SELECT FROM pg_event_trigger_dropped_objects()
+                    WHERE object_type = 'table' AND schema_name = 'docstatus' AND object_name = 'status_events') THEN
+            RETURN;
         END IF;
-        -- The exponent stops at 30: any base delay times 2^30 is past any sensible cap already.
-        v_delay := least(v_settings.retry_max_delay,
-                         v_settings.retry_base_delay * power(2, least(greatest(v_counted - 1, 0), 30)));
+        SELECT object_identity INTO v_table FROM pg_event_trigger_dropped_objects()
+         WHERE object_type = 'table' AND schema_name = 'docstatus' AND object_name LIKE 'status\_events\_%'
+         LIMIT 1;
+    ELSE
+        -- After ALTER TABLE: is a partition no longer attached?
+        SELECT c.oid::regclass::text INTO v_table FROM pg_class c
+         WHERE c.relnamespace = 'docstatus'::regnamespace AND c.relkind = 'r' AND NOT c.relispartition
+           AND c.relname LIKE 'status\_events\_%'
+           AND EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = '_100_append_only_truncate')
+         LIMIT 1;
     END IF;
-    UPDATE docstatus.documents
-       SET text_extraction_status = 'ready', processing_status = 'pending extraction', status_reason = NULL
-     WHERE id = p_document_id;
-    INSERT INTO docstatus.extraction_jobs (document_id, attempt, not_before)
-    VALUES (p_document_id, v_last_attempt + 1, now() + v_delay)
-    RETURNING id INTO v_job_id;
-    RETURN v_job_id;
+    IF v_table IS NOT NULL THEN
+        RAISE EXCEPTION 'docstatus.status_events is append-only: % of partition % refused', TG_TAG, v_table
+            USING ERRCODE = 'DS006',
+                  HINT = 'Only docstatus.maintain_history() drops history, by settings.history_retention.';
+    END IF;
 END;
 $$;
-COMMENT ON FUNCTION docstatus._queue_next_attempt IS
-    'Internal: back to ready with the next attempt after a failure (with backoff, while attempts '
-    'remain) or a release (at once).';
-
--- Raises DS004 unless the caller may act on the document's active job: with p_worker_id, that
--- worker must hold it; whoever holds it, the lease must not have run out; with p_must_be_held,
--- somebody must hold it even when no worker id is given.
-CREATE FUNCTION docstatus._require_lease(
-    p_document_id bigint, p_worker_id text, p_job_id bigint, p_holder text, p_lease_expires_at timestamptz,
-    p_must_be_held boolean DEFAULT false)
-RETURNS void
-LANGUAGE plpgsql AS $$
+COMMENT ON FUNCTION docstatus._guard_history IS
+    'Internal: refuses DROP or DETACH of a status_events partition outside maintain_history (DS006).';
+-- Only a superuser may create event triggers. Managed services often install as a non-superuser:
+-- there the guard is left out (with a notice) rather than failing the install. Application roles
+-- never own the partitions, so they cannot drop or detach them either way; the guard protects
+-- history from the owner's own mistakes.
+DO $$
 BEGIN
-    IF (p_worker_id IS NOT NULL AND p_holder IS DISTINCT FROM p_worker_id)
-       OR (p_holder IS NOT NULL AND p_lease_expires_at <= now())
-       OR (p_must_be_held AND p_holder IS NULL) THEN
-        RAISE EXCEPTION USING
-                  MESSAGE = format('worker %s does not hold a lease on document %s%s',
-                      coalesce(p_worker_id, session_user), p_document_id,
-                      CASE WHEN p_job_id IS NULL THEN ' (it has no active extraction job)'
-                           WHEN p_holder IS NULL THEN format(' (job %s is not held)', p_job_id)
-                           ELSE format(' (job %s is held by %s until %s)', p_job_id, p_holder,
-                                       p_lease_expires_at) END),
-                  ERRCODE = 'DS004',
-                  DETAIL = json_build_object('document_id', p_document_id, 'worker_id', p_worker_id,
-                                             'job_id', p_job_id, 'holder', p_holder,
-                                             'lease_expires_at', p_lease_expires_at)::text,
-                  HINT = 'A worker whose lease ran out must drop the job; the reaper ends it.';
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        CREATE EVENT TRIGGER docstatus_guard_history_drop ON sql_drop
+            EXECUTE FUNCTION docstatus._guard_history();
+        CREATE EVENT TRIGGER docstatus_guard_history_detach ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+            EXECUTE FUNCTION docstatus._guard_history();
+    ELSE
+        RAISE NOTICE 'docstatus: not a superuser, so no event triggers guard status_events partitions '
+                     'against DROP/DETACH by their owner';
     END IF;
 END;
 $$;
-COMMENT ON FUNCTION docstatus._require_lease IS
-    'Internal: the one lease check (DS004) of the mark_* functions, release_job and record_result.';
+
+------------------------------------------------------------------------------------------------
+-- API for the DMS: register an upload, validate it, look a document up
+------------------------------------------------------------------------------------------------
 
 CREATE FUNCTION docstatus.register_document(
     p_blob_container text, p_blob_name text, p_filename text,
@@ -912,30 +1280,27 @@ COMMENT ON FUNCTION docstatus.create_extraction_job IS
     'Returns the job named by the key (any state), else the active job of a ''ready'' document '
     '(recording the key on it), creating it if missing. DS001 for a document that is not ready.';
 
--- The arguments every claim checks (DS003).
-CREATE FUNCTION docstatus._check_claim_arguments(p_worker_id text, p_lease interval) RETURNS void
-LANGUAGE plpgsql AS $$
+CREATE FUNCTION docstatus.require_document(p_document_id bigint) RETURNS docstatus.documents
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_document docstatus.documents;
 BEGIN
-    IF coalesce(p_worker_id, '') = '' THEN
-        PERFORM docstatus._raise_invalid_argument('worker id must be non-empty');
+    IF p_document_id IS NULL THEN
+        PERFORM docstatus._raise_invalid_argument('document id must not be null');
     END IF;
-    IF p_lease IS NULL OR p_lease <= interval '0' THEN
-        PERFORM docstatus._raise_invalid_argument(format('lease must be positive, got %s', p_lease));
+    SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
+    IF NOT FOUND THEN
+        PERFORM docstatus._raise_not_found('document', p_document_id);
     END IF;
+    RETURN v_document;
 END;
 $$;
-COMMENT ON FUNCTION docstatus._check_claim_arguments IS 'Internal: DS003 unless the worker id is non-empty and the lease positive.';
+COMMENT ON FUNCTION docstatus.require_document IS
+    'The document, or DS002 when there is none (as every function that acts on a document says).';
 
--- A job a worker may take once its not_before has come: unheld, of a queued document. A plain
--- SQL expression, so the planner inlines it and the claims still read extraction_jobs_claimable.
-CREATE FUNCTION docstatus._is_claimable(p_job_status text, p_worker_id text, p_text_extraction_status text)
-RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT p_job_status = 'pending extraction' AND p_worker_id IS NULL AND p_text_extraction_status = 'ready'
-$$;
-COMMENT ON FUNCTION docstatus._is_claimable IS
-    'Internal: the readiness rule shared by claim_extraction_job, claim_jobs and next_job_due '
-    '(a due job also has not_before <= now()).';
+------------------------------------------------------------------------------------------------
+-- API for workers: claim, heartbeat, move the stages, record the result, fail or release
+------------------------------------------------------------------------------------------------
 
 CREATE FUNCTION docstatus.claim_extraction_job(p_worker_id text, p_lease interval DEFAULT '5 minutes')
 RETURNS SETOF docstatus.extraction_jobs
@@ -1087,55 +1452,6 @@ COMMENT ON FUNCTION docstatus.heartbeat_job IS
     'Extends the lease of a job its worker holds; false when that worker does not hold it or '
     'the lease already ran out (the job is the reaper''s then). DS002 for an unknown job.';
 
--- Moves a document to a new pair of statuses on behalf of the holder of its active job, and
--- ends that job when p_end_job is given. The transition is checked first (DS001), the lease
--- second (DS004), so of two racing callers exactly one wins and the other gets DS001.
-CREATE FUNCTION docstatus._advance_document(
-    p_document_id bigint, p_worker_id text, p_text_status text, p_processing_status text,
-    p_reason text, p_end_job text, p_error_message text)
-RETURNS docstatus.documents
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_document docstatus.documents;
-    v_job_id bigint;
-    v_holder text;
-    v_lease_expires_at timestamptz;
-BEGIN
-    IF p_document_id IS NULL OR p_worker_id = '' THEN
-        PERFORM docstatus._raise_invalid_argument('document id is required and worker id must be non-empty');
-    END IF;
-    -- One statement: lock, check (the trigger), move. Already in the target state finds no row.
-    UPDATE docstatus.documents
-       SET text_extraction_status = p_text_status, processing_status = p_processing_status,
-           status_reason = p_reason
-     WHERE id = p_document_id AND processing_status <> p_processing_status
-    RETURNING * INTO v_document;
-    IF NOT FOUND THEN
-        SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
-        IF NOT FOUND THEN
-            PERFORM docstatus._raise_not_found('document', p_document_id);
-        END IF;
-        PERFORM docstatus._raise_invalid_transition(
-            p_document_id, 'processing', v_document.processing_status, p_processing_status);
-    END IF;
-
-    -- The document lock above keeps the reaper and other callers away from its job, so the
-    -- job needs no lock of its own to be checked; ending it is the same statement.
-    IF p_end_job IS NULL THEN
-        SELECT id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at
-          FROM docstatus.extraction_jobs
-         WHERE document_id = p_document_id AND status = 'pending extraction';
-    ELSE
-        UPDATE docstatus.extraction_jobs SET status = p_end_job, error_message = p_error_message
-         WHERE document_id = p_document_id AND status = 'pending extraction'
-        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
-    END IF;
-    PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
-    RETURN v_document;
-END;
-$$;
-COMMENT ON FUNCTION docstatus._advance_document IS 'Internal: shared body of the mark_* functions.';
-
 CREATE FUNCTION docstatus.mark_ocr_running(p_document_id bigint, p_worker_id text DEFAULT NULL)
 RETURNS docstatus.documents
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1185,6 +1501,123 @@ COMMENT ON FUNCTION docstatus.mark_processing_failed IS
     'Any document -> (''failed'', ''failed'') with the error as status_reason; its active job '
     'fails with the same error_message. Lease rules as mark_ocr_running (DS004).';
 
+CREATE FUNCTION docstatus.record_result(
+    p_document_id bigint, p_text_blob text, p_fields_blob text, p_worker_id text DEFAULT NULL)
+RETURNS docstatus.document_results
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_document docstatus.documents;
+    v_job docstatus.extraction_jobs;
+    v_result docstatus.document_results;
+BEGIN
+    IF coalesce(p_text_blob, '') = '' OR coalesce(p_fields_blob, '') = '' OR p_worker_id = '' THEN
+        PERFORM docstatus._raise_invalid_argument(
+            'text and fields blob names must be non-empty, and the worker id non-empty or null');
+    END IF;
+    v_document := docstatus._lock_document(p_document_id);
+    SELECT * INTO v_job FROM docstatus.extraction_jobs
+     WHERE document_id = p_document_id AND status = 'pending extraction';
+    PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job.id, v_job.worker_id,
+                                     v_job.lease_expires_at, p_must_be_held => true);
+    INSERT INTO docstatus.document_results AS r (job_id, document_id, blob_container, text_blob, fields_blob)
+    VALUES (v_job.id, p_document_id, v_document.blob_container, p_text_blob, p_fields_blob)
+    ON CONFLICT (job_id) DO UPDATE
+       SET text_blob = excluded.text_blob, fields_blob = excluded.fields_blob, created_at = now()
+    RETURNING * INTO v_result;
+    RETURN v_result;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.record_result IS
+    'Records the blobs (in the document''s container) holding the extracted text and the fields '
+    'of the document''s active job; again for the same job replaces them. Call it before '
+    'mark_processing_done. Lease rules as mark_ocr_running (DS004).';
+
+CREATE FUNCTION docstatus.finish_job(
+    p_document_id bigint, p_text_blob text, p_fields_blob text, p_worker_id text DEFAULT NULL)
+RETURNS docstatus.documents
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- One transaction: the result is recorded exactly when the job ends done.
+    PERFORM docstatus.record_result(p_document_id, p_text_blob, p_fields_blob, p_worker_id);
+    RETURN docstatus.mark_processing_done(p_document_id, p_worker_id);
+END;
+$$;
+COMMENT ON FUNCTION docstatus.finish_job IS
+    'The end of a successful job: record_result then mark_processing_done, in one transaction, so '
+    'a document is done exactly when its result is recorded. Lease rules as mark_ocr_running (DS004).';
+
+CREATE FUNCTION docstatus.mark_attempt_failed(
+    p_document_id bigint, p_error_message text, p_worker_id text DEFAULT NULL)
+RETURNS docstatus.documents
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_document docstatus.documents;
+BEGIN
+    IF coalesce(btrim(p_error_message), '') = '' THEN
+        PERFORM docstatus._raise_invalid_argument('a failure needs an error message');
+    END IF;
+    v_document := docstatus._advance_document(p_document_id, p_worker_id, 'failed', 'failed',
+                                              p_error_message, 'failed', p_error_message);
+    IF docstatus._queue_next_attempt(p_document_id, true) IS NOT NULL THEN
+        SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
+    END IF;
+    RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.mark_attempt_failed IS
+    'A failure worth retrying (a timeout, a service down): as mark_processing_failed, then, while '
+    'the attempts that count are fewer than settings.max_attempts, back to ''ready'' with the next '
+    'attempt after its backoff, as the reaper does. Returns the document: ''ready'' when retried, '
+    '''failed'' when the attempts are used up. Lease rules as mark_ocr_running (DS004).';
+
+-- The graph has no way back from 'in progress' to 'ready', and history is never rewritten, so
+-- a release is what the reaper does, at once and for free: this attempt fails (released) and
+-- the next one is queued with no wait. A release does not count against max_attempts: a
+-- document should not run out of attempts because workers were redeployed while it ran.
+CREATE FUNCTION docstatus.release_job(p_job_id bigint, p_worker_id text, p_reason text DEFAULT 'shutting down')
+RETURNS docstatus.extraction_jobs
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_job docstatus.extraction_jobs;
+    v_error text;
+BEGIN
+    IF p_job_id IS NULL OR coalesce(p_worker_id, '') = '' THEN
+        PERFORM docstatus._raise_invalid_argument('job id and worker id are required');
+    END IF;
+    SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = p_job_id;
+    IF NOT FOUND THEN
+        PERFORM docstatus._raise_not_found('job', p_job_id);
+    END IF;
+    -- Document first, then job: the lock order of the mark_* functions and the reaper.
+    PERFORM docstatus._lock_document(v_job.document_id);
+    SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = p_job_id FOR UPDATE;
+    IF v_job.status <> 'pending extraction' THEN
+        v_job.id := NULL;  -- an ended job: nobody holds it
+        v_job.worker_id := NULL;
+    END IF;
+    PERFORM docstatus._require_lease(v_job.document_id, p_worker_id, v_job.id, v_job.worker_id,
+                                     v_job.lease_expires_at);
+
+    v_error := format('released by worker %s: %s', p_worker_id, coalesce(nullif(btrim(p_reason), ''), 'no reason given'));
+    UPDATE docstatus.extraction_jobs SET status = 'failed', error_message = v_error, released = true
+     WHERE id = p_job_id RETURNING * INTO v_job;
+    UPDATE docstatus.documents
+       SET text_extraction_status = 'failed', processing_status = 'failed', status_reason = v_error
+     WHERE id = v_job.document_id;
+    PERFORM docstatus._queue_next_attempt(v_job.document_id, false);
+    RETURN v_job;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.release_job IS
+    'A worker gives back a job it holds, unfinished (on shutdown): the attempt fails with '
+    '''released by worker <id>: <reason>'' and released = true, and the document is queued again '
+    'at once with the next attempt; a release does not count against settings.max_attempts. DS004 '
+    'unless p_worker_id holds the job with an unexpired lease; DS002 for an unknown job.';
+
+------------------------------------------------------------------------------------------------
+-- API for operators and readers: retry, results, the event cursor, error groups, counts
+------------------------------------------------------------------------------------------------
+
 CREATE FUNCTION docstatus.retry_document(p_document_id bigint, p_idempotency_key text DEFAULT NULL)
 RETURNS docstatus.extraction_jobs
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1227,43 +1660,18 @@ COMMENT ON FUNCTION docstatus.retry_document IS
     'attempt + 1, whatever max_attempts says. A key that already names a job returns that job. '
     'DS001 for a document that failed validation (validate it again) or did not fail.';
 
-CREATE FUNCTION docstatus.reap_expired_jobs()
-RETURNS SETOF docstatus.extraction_jobs
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_expired record;
-    v_job docstatus.extraction_jobs;
-    v_error text;
-BEGIN
-    -- Documents are locked before jobs, in the same order as the mark_* functions, so the
-    -- reaper and a worker never deadlock; a document somebody else holds is left for next time.
-    FOR v_expired IN
-        SELECT j.id AS job_id, j.document_id
-          FROM docstatus.extraction_jobs j
-          JOIN docstatus.documents d ON d.id = j.document_id
-         WHERE j.status = 'pending extraction' AND j.worker_id IS NOT NULL AND j.lease_expires_at <= now()
-         ORDER BY j.lease_expires_at
-           FOR UPDATE OF d SKIP LOCKED
-    LOOP
-        SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = v_expired.job_id FOR UPDATE;
-        CONTINUE WHEN v_job.status <> 'pending extraction' OR v_job.lease_expires_at > now();
-
-        v_error := format('lease expired: worker %s held the job until %s', v_job.worker_id, v_job.lease_expires_at);
-        UPDATE docstatus.extraction_jobs SET status = 'failed', error_message = v_error
-         WHERE id = v_job.id RETURNING * INTO v_job;
-        UPDATE docstatus.documents
-           SET text_extraction_status = 'failed', processing_status = 'failed', status_reason = v_error
-         WHERE id = v_job.document_id;
-        PERFORM docstatus._queue_next_attempt(v_job.document_id, true);
-        RETURN NEXT v_job;
-    END LOOP;
-END;
+CREATE FUNCTION docstatus.current_result(p_document_id bigint) RETURNS SETOF docstatus.document_results
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.*
+      FROM docstatus.document_results r
+      JOIN docstatus.extraction_jobs j ON j.id = r.job_id
+     WHERE r.document_id = p_document_id AND j.status = 'done'
+     ORDER BY j.attempt DESC
+     LIMIT 1
 $$;
-COMMENT ON FUNCTION docstatus.reap_expired_jobs IS
-    'Ends every job whose lease ran out: the job and its document fail with an error naming the '
-    'worker; while the attempts that count (all but released ones) are fewer than '
-    'settings.max_attempts, the document goes back to ''ready'' with a new attempt that waits '
-    'for its backoff (settings.retry_base_delay, doubling). Returns the jobs it ended.';
+COMMENT ON FUNCTION docstatus.current_result IS
+    'A document''s result: that of its latest job that ended done; zero rows when it has none '
+    '(a row of a job that did not end done is a leftover of an interrupted run).';
 
 CREATE FUNCTION docstatus.events_after(
     p_after_tx xid8 DEFAULT '0', p_after_id bigint DEFAULT 0, p_limit integer DEFAULT 1000)
@@ -1324,58 +1732,6 @@ COMMENT ON FUNCTION docstatus.event_delivery_delay IS
     'How far events_after is held back: events written but not yet handed out, and the oldest '
     'transaction with a transaction id (it holds delivery back until it ends).';
 
-CREATE VIEW docstatus.event_delivery AS SELECT * FROM docstatus.event_delivery_delay();
-COMMENT ON VIEW docstatus.event_delivery IS
-    'One row: pending_events not yet deliverable by events_after and the oldest open writing transaction holding them.';
-
-------------------------------------------------------------------------------------------------
--- Operations: what an operator asks from psql, the CLI and monitoring
-------------------------------------------------------------------------------------------------
-
--- The four states a document should leave on its own, each under one name.
-CREATE TABLE docstatus.stage_slas (
-    state                  text PRIMARY KEY,
-    text_extraction_status text NOT NULL,
-    processing_status      text NOT NULL,
-    max_duration           interval NOT NULL CHECK (max_duration > interval '0'),
-    -- The non-final rows of document_states; completed and failed have no SLA.
-    CONSTRAINT stage_slas_state CHECK (
-        (state, text_extraction_status, processing_status) IN (
-            ('uploaded',    'not ready',   'pending extraction'),
-            ('queued',      'ready',       'pending extraction'),
-            ('ocr running', 'in progress', 'ocr running'),
-            ('llm running', 'in progress', 'llm running')))
-);
-COMMENT ON TABLE docstatus.stage_slas IS
-    'How long a document may stay in each non-final state (uploaded, queued, ocr running, llm '
-    'running) before stuck_documents lists it and check_stuck alerts. Editable as data: UPDATE '
-    'max_duration; delete a row to stop watching that state.';
-INSERT INTO docstatus.stage_slas (state, text_extraction_status, processing_status, max_duration) VALUES
-    ('uploaded',    'not ready',   'pending extraction', '10 minutes'),
-    ('queued',      'ready',       'pending extraction', '1 hour'),
-    ('ocr running', 'in progress', 'ocr running',        '15 minutes'),
-    ('llm running', 'in progress', 'llm running',        '30 minutes');
--- Autovacuum never analyzes a table this small; the stuck_documents plan wants real row counts.
-ANALYZE docstatus.stage_slas;
-
-CREATE VIEW docstatus.stuck_documents AS
-SELECT d.id AS document_id, s.state, d.text_extraction_status, d.processing_status,
-       d.status_entered_at, s.max_duration AS sla, now() - d.status_entered_at AS in_state_for,
-       j.id AS job_id, j.attempt, j.worker_id, j.lease_expires_at, d.status_reason
-  FROM docstatus.stage_slas s
-  JOIN docstatus.active_documents d
-    ON d.processing_status = s.processing_status
-   AND d.text_extraction_status = s.text_extraction_status
-   AND d.status_entered_at < now() - s.max_duration
-  -- The active job, looked up per stuck document (LIMIT 1 keeps it a lookup, not a join that
-  -- reads every active job).
-  LEFT JOIN LATERAL (
-        SELECT id, attempt, worker_id, lease_expires_at FROM docstatus.extraction_jobs
-         WHERE document_id = d.id AND status = 'pending extraction' LIMIT 1) j ON true;
-COMMENT ON VIEW docstatus.stuck_documents IS
-    'Documents whose current state has lasted longer than its stage_slas.max_duration, with the '
-    'active job (if any) and its holder. Reads only the documents_active_by_status index.';
-
 -- Failed jobs are grouped by what their errors have in common, not by the ids and times in them.
 CREATE FUNCTION docstatus.normalise_error(p_message text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -1400,9 +1756,45 @@ COMMENT ON FUNCTION docstatus.normalise_error IS
     '<n>, whitespace squeezed. failure_summary groups by it; SELECT docstatus.normalise_error(''...'') '
     'shows which group a message falls in.';
 
--- failure_summary reads failed jobs only; without this index it scanned every job (164 ms at a
--- million documents in bench/soak.py).
-CREATE INDEX extraction_jobs_failed ON docstatus.extraction_jobs (completed_at) WHERE status = 'failed';
+-- STABLE and not inlinable (a sub-select), so the planner evaluates it when estimating: it sees
+-- how few events lie past the fold and reads them through status_events_cursor.
+CREATE FUNCTION docstatus.status_counters_folded_below() RETURNS xid8
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce((SELECT folded_below_tx FROM docstatus.status_counters_fold), '0'::xid8);
+END;
+COMMENT ON FUNCTION docstatus.status_counters_folded_below IS
+    'status_counters_fold.folded_below_tx: events of transactions from here on are not in status_counters yet.';
+
+------------------------------------------------------------------------------------------------
+-- Views: what an operator asks from psql, the CLI and monitoring
+------------------------------------------------------------------------------------------------
+
+-- The documents still moving. The predicate is that of documents_active_by_status, spelled out
+-- here once, so a query on this view reads that index (the 1% still moving), never the rest.
+CREATE VIEW docstatus.active_documents AS
+SELECT * FROM docstatus.documents
+ WHERE text_extraction_status NOT IN ('completed', 'failed');
+COMMENT ON VIEW docstatus.active_documents IS
+    'Documents in a non-final state (not completed, not failed); reads only documents_active_by_status.';
+
+CREATE VIEW docstatus.stuck_documents AS
+SELECT d.id AS document_id, s.state, d.text_extraction_status, d.processing_status,
+       d.status_entered_at, s.max_duration AS sla, now() - d.status_entered_at AS in_state_for,
+       j.id AS job_id, j.attempt, j.worker_id, j.lease_expires_at, d.status_reason
+  FROM docstatus.stage_slas s
+  JOIN docstatus.active_documents d
+    ON d.processing_status = s.processing_status
+   AND d.text_extraction_status = s.text_extraction_status
+   AND d.status_entered_at < now() - s.max_duration
+  -- The active job, looked up per stuck document (LIMIT 1 keeps it a lookup, not a join that
+  -- reads every active job).
+  LEFT JOIN LATERAL (
+        SELECT id, attempt, worker_id, lease_expires_at FROM docstatus.extraction_jobs
+         WHERE document_id = d.id AND status = 'pending extraction' LIMIT 1) j ON true;
+COMMENT ON VIEW docstatus.stuck_documents IS
+    'Documents whose current state has lasted longer than its stage_slas.max_duration, with the '
+    'active job (if any) and its holder. Reads only the documents_active_by_status index.';
 
 CREATE VIEW docstatus.failure_summary AS
 WITH per_document AS (
@@ -1447,53 +1839,6 @@ COMMENT ON VIEW docstatus.document_overview IS
     'attempt: id, status, attempt, holder) and last_error: the latest failed job''s error, or the '
     'status_reason of a document that failed validation. Filter on document_id for one document.';
 
-------------------------------------------------------------------------------------------------
--- Status counts without a sequential scan and without a write in the lifecycle
-------------------------------------------------------------------------------------------------
-
--- status_events already holds one append-only row per status change, creation included, so it
--- is a log of counter deltas: count(status) = rows entering it - rows leaving it. A per-change
--- counter UPDATE in the triggers would add a write to every status change and make lifecycle
--- transactions lock shared rows until commit: writers would queue on them, and two transactions
--- that change a job and a document in opposite orders would deadlock (sharding the rows only
--- makes that rarer). Instead the log is folded into these counters now and then, and
--- status_counts adds the few events written since.
-CREATE TABLE docstatus.status_counters (
-    kind   text NOT NULL CHECK (kind IN ('text_extraction', 'processing', 'job')),
-    status text NOT NULL,
-    count  bigint NOT NULL,
-    PRIMARY KEY (kind, status)
-);
-COMMENT ON TABLE docstatus.status_counters IS
-    'Documents per text_extraction_status and processing_status, jobs per status, as of the events '
-    'of every transaction below status_counters_fold.folded_below_tx. Read status_counts instead: '
-    'it adds the events not folded yet.';
-INSERT INTO docstatus.status_counters (kind, status, count)
-SELECT DISTINCT t.kind, s.status, 0
-  FROM docstatus.status_transitions t, unnest(ARRAY[t.from_status, t.to_status]) AS s (status);
-
-CREATE TABLE docstatus.status_counters_fold (
-    -- One row only: the primary key can only be true.
-    singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    folded_below_tx xid8 NOT NULL DEFAULT '0',
-    folded_at       timestamptz
-);
-COMMENT ON TABLE docstatus.status_counters_fold IS
-    'One row: status_counters include the events of every transaction with tx_id < folded_below_tx; '
-    'folded_at is when fold_status_counters last ran. Monitor both: when nobody folds, or an open '
-    'writing transaction holds folding back, status_counts slows down (it never goes wrong).';
-INSERT INTO docstatus.status_counters_fold DEFAULT VALUES;
-
--- STABLE and not inlinable (a sub-select), so the planner evaluates it when estimating: it sees
--- how few events lie past the fold and reads them through status_events_cursor.
-CREATE FUNCTION docstatus.status_counters_folded_below() RETURNS xid8
-LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT coalesce((SELECT folded_below_tx FROM docstatus.status_counters_fold), '0'::xid8);
-END;
-COMMENT ON FUNCTION docstatus.status_counters_folded_below IS
-    'status_counters_fold.folded_below_tx: events of transactions from here on are not in status_counters yet.';
-
 CREATE VIEW docstatus.status_counts AS
 SELECT kind, status, sum(count)::bigint AS count
   FROM (SELECT kind, status, count FROM docstatus.status_counters
@@ -1509,6 +1854,55 @@ COMMENT ON VIEW docstatus.status_counts IS
     'How many documents are in each text_extraction_status and processing_status (kind '
     'text_extraction, processing) and how many jobs in each status (kind job), zeros included. Exact '
     'in every snapshot: status_counters plus the status_events not folded into them yet.';
+
+CREATE VIEW docstatus.event_delivery AS SELECT * FROM docstatus.event_delivery_delay();
+COMMENT ON VIEW docstatus.event_delivery IS
+    'One row: pending_events not yet deliverable by events_after and the oldest open writing transaction holding them.';
+
+------------------------------------------------------------------------------------------------
+-- Maintenance: reaper, counters, history, stuck alerts; one pass by run_maintenance
+------------------------------------------------------------------------------------------------
+
+-- Workers call run_maintenance every few seconds; cron or pg_cron may call it or its parts.
+-- After the views: check_stuck and run_maintenance return and read rows of stuck_documents.
+
+CREATE FUNCTION docstatus.reap_expired_jobs()
+RETURNS SETOF docstatus.extraction_jobs
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_expired record;
+    v_job docstatus.extraction_jobs;
+    v_error text;
+BEGIN
+    -- Documents are locked before jobs, in the same order as the mark_* functions, so the
+    -- reaper and a worker never deadlock; a document somebody else holds is left for next time.
+    FOR v_expired IN
+        SELECT j.id AS job_id, j.document_id
+          FROM docstatus.extraction_jobs j
+          JOIN docstatus.documents d ON d.id = j.document_id
+         WHERE j.status = 'pending extraction' AND j.worker_id IS NOT NULL AND j.lease_expires_at <= now()
+         ORDER BY j.lease_expires_at
+           FOR UPDATE OF d SKIP LOCKED
+    LOOP
+        SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = v_expired.job_id FOR UPDATE;
+        CONTINUE WHEN v_job.status <> 'pending extraction' OR v_job.lease_expires_at > now();
+
+        v_error := format('lease expired: worker %s held the job until %s', v_job.worker_id, v_job.lease_expires_at);
+        UPDATE docstatus.extraction_jobs SET status = 'failed', error_message = v_error
+         WHERE id = v_job.id RETURNING * INTO v_job;
+        UPDATE docstatus.documents
+           SET text_extraction_status = 'failed', processing_status = 'failed', status_reason = v_error
+         WHERE id = v_job.document_id;
+        PERFORM docstatus._queue_next_attempt(v_job.document_id, true);
+        RETURN NEXT v_job;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.reap_expired_jobs IS
+    'Ends every job whose lease ran out: the job and its document fail with an error naming the '
+    'worker; while the attempts that count (all but released ones) are fewer than '
+    'settings.max_attempts, the document goes back to ''ready'' with a new attempt that waits '
+    'for its backoff (settings.retry_base_delay, doubling). Returns the jobs it ended.';
 
 CREATE FUNCTION docstatus.fold_status_counters() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1550,418 +1944,6 @@ COMMENT ON FUNCTION docstatus.fold_status_counters IS
     'Adds the status_events of finished transactions since the last fold to status_counters and '
     'returns how many it folded (0 when another fold is running). check_stuck calls it; run either '
     'every minute or so to keep status_counts fast.';
-
--- Everything written so far (an existing install's history) is counted once, here.
-DO $$ BEGIN PERFORM docstatus.fold_status_counters(); END $$;
-
-------------------------------------------------------------------------------------------------
--- Stuck alerts
-------------------------------------------------------------------------------------------------
-
-CREATE TABLE docstatus.stuck_alerts (
-    document_id       bigint NOT NULL REFERENCES docstatus.documents (id),
-    -- A document's stay in one state is named by the time it entered it.
-    status_entered_at timestamptz NOT NULL,
-    state             text NOT NULL,
-    sla               interval NOT NULL,
-    alerted_at        timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (document_id, status_entered_at)
-);
-COMMENT ON TABLE docstatus.stuck_alerts IS
-    'One row per stuck stay check_stuck alerted on, so it alerts once: a document that moves on '
-    'enters its next state at a new status_entered_at and alerts again if that one lasts too long.';
-
-CREATE FUNCTION docstatus.check_stuck() RETURNS SETOF docstatus.stuck_documents
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
--- The sla goes out as an ISO 8601 duration (PT15M) whatever the session's IntervalStyle.
-SET IntervalStyle = 'iso_8601' AS $$
-DECLARE
-    v_stuck docstatus.stuck_documents;
-BEGIN
-    PERFORM docstatus.fold_status_counters();
-    -- ON CONFLICT: a stay already alerted on (by an earlier call, or a concurrent one that
-    -- committed first) is left out.
-    FOR v_stuck IN
-        WITH stuck AS (SELECT * FROM docstatus.stuck_documents),
-             alerted AS (
-                INSERT INTO docstatus.stuck_alerts (document_id, status_entered_at, state, sla)
-                SELECT document_id, status_entered_at, state, sla FROM stuck
-                ON CONFLICT DO NOTHING
-                RETURNING document_id, status_entered_at)
-        SELECT stuck.* FROM stuck JOIN alerted USING (document_id, status_entered_at)
-         ORDER BY stuck.status_entered_at, stuck.document_id
-    LOOP
-        PERFORM pg_notify('docstatus_alerts', json_build_object(
-            'document_id', v_stuck.document_id, 'job_id', v_stuck.job_id, 'kind', 'stuck',
-            'state', v_stuck.state, 'entered_at', v_stuck.status_entered_at, 'sla', v_stuck.sla,
-            'at', now())::text);
-        RETURN NEXT v_stuck;
-    END LOOP;
-END;
-$$;
-COMMENT ON FUNCTION docstatus.check_stuck IS
-    'Alerts on documents newly stuck: one docstatus_alerts NOTIFY per document and stay '
-    '({"document_id", "job_id", "kind": "stuck", "state", "entered_at", "sla", "at"}), recorded in '
-    'stuck_alerts so it is never repeated; returns those documents. Also folds the status '
-    'counters. Run it every minute or so (worker loop, cron).';
-
--- What run_maintenance did: one row per reaped job and per newly stuck document, or one row
--- saying it skipped (another session holds the maintenance lock) or that the stuck check failed.
-CREATE TYPE docstatus.maintenance_action AS (
-    action        text,   -- 'reaped', 'stuck', 'skipped', 'stuck check failed', 'history upkeep failed'
-    job_id        bigint,
-    document_id   bigint,
-    attempt       integer,
-    worker_id     text,
-    error_message text
-);
-COMMENT ON TYPE docstatus.maintenance_action IS
-    'A row of run_maintenance: action reaped (the job, its attempt, the worker whose lease ran out, '
-    'the error), stuck (the document newly stuck and its active job), skipped, stuck check failed '
-    'or history upkeep failed (error_message).';
-
-CREATE FUNCTION docstatus.run_maintenance(p_check_stuck boolean DEFAULT true)
-RETURNS SETOF docstatus.maintenance_action
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_job docstatus.extraction_jobs;
-    v_stuck docstatus.stuck_documents;
-BEGIN
-    -- One pass at a time across all workers: the transaction that gets the lock does it.
-    IF NOT pg_try_advisory_xact_lock(hashtextextended('docstatus.worker.maintenance', 0)) THEN
-        RETURN NEXT ROW('skipped', NULL, NULL, NULL, NULL, NULL)::docstatus.maintenance_action;
-        RETURN;
-    END IF;
-    FOR v_job IN SELECT * FROM docstatus.reap_expired_jobs() LOOP
-        RETURN NEXT ROW('reaped', v_job.id, v_job.document_id, v_job.attempt, v_job.worker_id,
-                        v_job.error_message)::docstatus.maintenance_action;
-    END LOOP;
-    IF p_check_stuck THEN
-        BEGIN  -- a savepoint: a failing check keeps the reaping
-            FOR v_stuck IN SELECT * FROM docstatus.check_stuck() LOOP
-                RETURN NEXT ROW('stuck', v_stuck.job_id, v_stuck.document_id, v_stuck.attempt,
-                                v_stuck.worker_id, NULL)::docstatus.maintenance_action;
-            END LOOP;
-        EXCEPTION WHEN OTHERS THEN
-            RETURN NEXT ROW('stuck check failed', NULL, NULL, NULL, NULL, SQLERRM)::docstatus.maintenance_action;
-        END;
-        -- With the stuck check, about once a minute: status_events partitions and retention.
-        -- Its DDL waits at most its lock_timeout (2 s) for a lock, the reaped rows held meanwhile.
-        BEGIN  -- a savepoint: failing upkeep keeps the reaping and the check
-            PERFORM docstatus.maintain_history();
-        EXCEPTION WHEN OTHERS THEN
-            RETURN NEXT ROW('history upkeep failed', NULL, NULL, NULL, NULL, SQLERRM)::docstatus.maintenance_action;
-        END;
-    END IF;
-END;
-$$;
-COMMENT ON FUNCTION docstatus.run_maintenance IS
-    'One maintenance pass, one session at a time (an advisory lock; the others get one ''skipped'' '
-    'row): reap_expired_jobs, then with p_check_stuck check_stuck and maintain_history. Workers '
-    'call it every few seconds; cron or pg_cron may too.';
-
-------------------------------------------------------------------------------------------------
--- Worker functions: release on shutdown, a failure worth retrying
-------------------------------------------------------------------------------------------------
-
--- The graph has no way back from 'in progress' to 'ready', and history is never rewritten, so
--- a release is what the reaper does, at once and for free: this attempt fails (released) and
--- the next one is queued with no wait. A release does not count against max_attempts: a
--- document should not run out of attempts because workers were redeployed while it ran.
-CREATE FUNCTION docstatus.release_job(p_job_id bigint, p_worker_id text, p_reason text DEFAULT 'shutting down')
-RETURNS docstatus.extraction_jobs
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_job docstatus.extraction_jobs;
-    v_error text;
-BEGIN
-    IF p_job_id IS NULL OR coalesce(p_worker_id, '') = '' THEN
-        PERFORM docstatus._raise_invalid_argument('job id and worker id are required');
-    END IF;
-    SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = p_job_id;
-    IF NOT FOUND THEN
-        PERFORM docstatus._raise_not_found('job', p_job_id);
-    END IF;
-    -- Document first, then job: the lock order of the mark_* functions and the reaper.
-    PERFORM docstatus._lock_document(v_job.document_id);
-    SELECT * INTO v_job FROM docstatus.extraction_jobs WHERE id = p_job_id FOR UPDATE;
-    IF v_job.status <> 'pending extraction' THEN
-        v_job.id := NULL;  -- an ended job: nobody holds it
-        v_job.worker_id := NULL;
-    END IF;
-    PERFORM docstatus._require_lease(v_job.document_id, p_worker_id, v_job.id, v_job.worker_id,
-                                     v_job.lease_expires_at);
-
-    v_error := format('released by worker %s: %s', p_worker_id, coalesce(nullif(btrim(p_reason), ''), 'no reason given'));
-    UPDATE docstatus.extraction_jobs SET status = 'failed', error_message = v_error, released = true
-     WHERE id = p_job_id RETURNING * INTO v_job;
-    UPDATE docstatus.documents
-       SET text_extraction_status = 'failed', processing_status = 'failed', status_reason = v_error
-     WHERE id = v_job.document_id;
-    PERFORM docstatus._queue_next_attempt(v_job.document_id, false);
-    RETURN v_job;
-END;
-$$;
-COMMENT ON FUNCTION docstatus.release_job IS
-    'A worker gives back a job it holds, unfinished (on shutdown): the attempt fails with '
-    '''released by worker <id>: <reason>'' and released = true, and the document is queued again '
-    'at once with the next attempt; a release does not count against settings.max_attempts. DS004 '
-    'unless p_worker_id holds the job with an unexpired lease; DS002 for an unknown job.';
-
-CREATE FUNCTION docstatus.mark_attempt_failed(
-    p_document_id bigint, p_error_message text, p_worker_id text DEFAULT NULL)
-RETURNS docstatus.documents
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_document docstatus.documents;
-BEGIN
-    IF coalesce(btrim(p_error_message), '') = '' THEN
-        PERFORM docstatus._raise_invalid_argument('a failure needs an error message');
-    END IF;
-    v_document := docstatus._advance_document(p_document_id, p_worker_id, 'failed', 'failed',
-                                              p_error_message, 'failed', p_error_message);
-    IF docstatus._queue_next_attempt(p_document_id, true) IS NOT NULL THEN
-        SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
-    END IF;
-    RETURN v_document;
-END;
-$$;
-COMMENT ON FUNCTION docstatus.mark_attempt_failed IS
-    'A failure worth retrying (a timeout, a service down): as mark_processing_failed, then, while '
-    'the attempts that count are fewer than settings.max_attempts, back to ''ready'' with the next '
-    'attempt after its backoff, as the reaper does. Returns the document: ''ready'' when retried, '
-    '''failed'' when the attempts are used up. Lease rules as mark_ocr_running (DS004).';
-
-------------------------------------------------------------------------------------------------
--- Results: the extracted text and fields, as blobs beside the document
-------------------------------------------------------------------------------------------------
-
-CREATE TABLE docstatus.document_results (
-    -- No foreign keys, as in status_events: documents and jobs are never deleted (_refuse_delete),
-    -- and a key here would make TRUNCATE of the jobs fail before that trigger could say why.
-    job_id         bigint PRIMARY KEY,
-    document_id    bigint NOT NULL,
-    blob_container text NOT NULL CHECK (blob_container <> ''),
-    text_blob      text NOT NULL CHECK (text_blob <> ''),
-    fields_blob    text NOT NULL CHECK (fields_blob <> ''),
-    created_at     timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE docstatus.document_results IS
-    'Where the result of an extraction run is stored: the extracted text and the fields (JSON) as '
-    'two blobs in the document''s container, one row per job. A document''s result is that of its '
-    'latest done job; a row of a job that did not end done is a leftover of an interrupted run.';
-
-CREATE INDEX document_results_by_document ON docstatus.document_results (document_id, job_id DESC);
-
-CREATE FUNCTION docstatus.record_result(
-    p_document_id bigint, p_text_blob text, p_fields_blob text, p_worker_id text DEFAULT NULL)
-RETURNS docstatus.document_results
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_document docstatus.documents;
-    v_job docstatus.extraction_jobs;
-    v_result docstatus.document_results;
-BEGIN
-    IF coalesce(p_text_blob, '') = '' OR coalesce(p_fields_blob, '') = '' OR p_worker_id = '' THEN
-        PERFORM docstatus._raise_invalid_argument(
-            'text and fields blob names must be non-empty, and the worker id non-empty or null');
-    END IF;
-    v_document := docstatus._lock_document(p_document_id);
-    SELECT * INTO v_job FROM docstatus.extraction_jobs
-     WHERE document_id = p_document_id AND status = 'pending extraction';
-    PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job.id, v_job.worker_id,
-                                     v_job.lease_expires_at, p_must_be_held => true);
-    INSERT INTO docstatus.document_results AS r (job_id, document_id, blob_container, text_blob, fields_blob)
-    VALUES (v_job.id, p_document_id, v_document.blob_container, p_text_blob, p_fields_blob)
-    ON CONFLICT (job_id) DO UPDATE
-       SET text_blob = excluded.text_blob, fields_blob = excluded.fields_blob, created_at = now()
-    RETURNING * INTO v_result;
-    RETURN v_result;
-END;
-$$;
-COMMENT ON FUNCTION docstatus.record_result IS
-    'Records the blobs (in the document''s container) holding the extracted text and the fields '
-    'of the document''s active job; again for the same job replaces them. Call it before '
-    'mark_processing_done. Lease rules as mark_ocr_running (DS004).';
-
-CREATE FUNCTION docstatus.finish_job(
-    p_document_id bigint, p_text_blob text, p_fields_blob text, p_worker_id text DEFAULT NULL)
-RETURNS docstatus.documents
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    -- One transaction: the result is recorded exactly when the job ends done.
-    PERFORM docstatus.record_result(p_document_id, p_text_blob, p_fields_blob, p_worker_id);
-    RETURN docstatus.mark_processing_done(p_document_id, p_worker_id);
-END;
-$$;
-COMMENT ON FUNCTION docstatus.finish_job IS
-    'The end of a successful job: record_result then mark_processing_done, in one transaction, so '
-    'a document is done exactly when its result is recorded. Lease rules as mark_ocr_running (DS004).';
-
-CREATE FUNCTION docstatus.current_result(p_document_id bigint) RETURNS SETOF docstatus.document_results
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT r.*
-      FROM docstatus.document_results r
-      JOIN docstatus.extraction_jobs j ON j.id = r.job_id
-     WHERE r.document_id = p_document_id AND j.status = 'done'
-     ORDER BY j.attempt DESC
-     LIMIT 1
-$$;
-COMMENT ON FUNCTION docstatus.current_result IS
-    'A document''s result: that of its latest job that ended done; zero rows when it has none '
-    '(a row of a job that did not end done is a leftover of an interrupted run).';
-
-CREATE FUNCTION docstatus.require_document(p_document_id bigint) RETURNS docstatus.documents
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_document docstatus.documents;
-BEGIN
-    IF p_document_id IS NULL THEN
-        PERFORM docstatus._raise_invalid_argument('document id must not be null');
-    END IF;
-    SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
-    IF NOT FOUND THEN
-        PERFORM docstatus._raise_not_found('document', p_document_id);
-    END IF;
-    RETURN v_document;
-END;
-$$;
-COMMENT ON FUNCTION docstatus.require_document IS
-    'The document, or DS002 when there is none (as every function that acts on a document says).';
-
-------------------------------------------------------------------------------------------------
--- History: partitions of status_events and their retention
-------------------------------------------------------------------------------------------------
-
-------------------------------------------------------------------------------------------------
--- Partition helpers (internal)
-------------------------------------------------------------------------------------------------
-
--- Periods start at midnight UTC, or on Monday for 7 days, and are named as pg_partman 4 names
--- its 'daily' and 'weekly' partitions (maintain_history runs in UTC), so either one can take
--- over the partitions of the other.
-CREATE FUNCTION docstatus._history_period_start(p_at timestamptz, p_interval interval) RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT CASE p_interval WHEN interval '7 days' THEN date_trunc('week', p_at, 'UTC')
-                           ELSE date_trunc('day', p_at, 'UTC') END;
-END;
-COMMENT ON FUNCTION docstatus._history_period_start IS 'Internal: start of the status_events partition period holding p_at.';
-
-CREATE FUNCTION docstatus._history_partition_name(p_period_start timestamptz, p_interval interval) RETURNS name
-LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT ('status_events_p' || to_char(p_period_start AT TIME ZONE 'UTC',
-            CASE p_interval WHEN interval '7 days' THEN 'IYYY"w"IW' ELSE 'YYYY_MM_DD' END))::name;
-END;
-COMMENT ON FUNCTION docstatus._history_partition_name IS 'Internal: the name of the partition of the period starting at p_period_start.';
-
--- A string body: resolved when called, since it names status_events.
-CREATE FUNCTION docstatus._history_partitions(
-    OUT partition regclass, OUT lower_bound timestamptz, OUT upper_bound timestamptz, OUT is_default boolean)
-RETURNS SETOF record
-LANGUAGE sql STABLE AS $$
-    SELECT c.oid::regclass,
-           (regexp_match(b.bound, 'FROM \(''([^'']+)''\)'))[1]::timestamptz,
-           (regexp_match(b.bound, 'TO \(''([^'']+)''\)'))[1]::timestamptz,
-           b.bound = 'DEFAULT'
-      FROM pg_inherits i
-      JOIN pg_class c ON c.oid = i.inhrelid
-     CROSS JOIN LATERAL pg_get_expr(c.relpartbound, c.oid) AS b (bound)
-     WHERE i.inhparent = 'docstatus.status_events'::regclass;
-$$;
-COMMENT ON FUNCTION docstatus._history_partitions IS
-    'Internal: the partitions of status_events with their bounds (lower NULL: from the beginning).';
-
-CREATE FUNCTION docstatus._protect_history_partition(p_partition regclass) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    -- Row triggers of status_events reach every partition; statement triggers do not, and
-    -- without this one TRUNCATE of a partition would empty it.
-    IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = p_partition AND tgname = '_100_append_only_truncate') THEN
-        EXECUTE format('CREATE TRIGGER _100_append_only_truncate BEFORE TRUNCATE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION docstatus._refuse_history_change()', p_partition);
-    END IF;
-END;
-$$;
-COMMENT ON FUNCTION docstatus._protect_history_partition IS 'Internal: the append-only TRUNCATE trigger on one partition.';
-
-CREATE FUNCTION docstatus._create_history_partition(p_from timestamptz, p_to timestamptz, p_name name)
-RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_partition regclass;
-BEGIN
-    -- CREATE TABLE ... PARTITION OF would lock status_events against every writer; a table of
-    -- its own, then ATTACH (SHARE UPDATE EXCLUSIVE) lets the lifecycle go on meanwhile.
-    EXECUTE format('CREATE TABLE docstatus.%I (LIKE docstatus.status_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
-                   p_name);
-    v_partition := format('docstatus.%I', p_name)::regclass;
-    -- Events written while no partition covered their time wait in the default partition. They
-    -- move here with its triggers off: they are neither new nor deleted.
-    IF EXISTS (SELECT FROM docstatus.status_events_default WHERE occurred_at >= p_from AND occurred_at < p_to) THEN
-        EXECUTE format('INSERT INTO %s SELECT * FROM docstatus.status_events_default '
-                       'WHERE occurred_at >= $1 AND occurred_at < $2', v_partition) USING p_from, p_to;
-        ALTER TABLE docstatus.status_events_default DISABLE TRIGGER USER;
-        DELETE FROM docstatus.status_events_default WHERE occurred_at >= p_from AND occurred_at < p_to;
-        ALTER TABLE docstatus.status_events_default ENABLE TRIGGER USER;
-    END IF;
-    EXECUTE format('ALTER TABLE docstatus.status_events ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
-                   v_partition, p_from, p_to);
-    PERFORM docstatus._protect_history_partition(v_partition);
-END;
-$$;
-COMMENT ON FUNCTION docstatus._create_history_partition IS
-    'Internal: creates and attaches the partition [p_from, p_to), moving in the events of that '
-    'time the default partition holds.';
-
--- Built-in upkeep: the partitions of the current period and four ahead (as pg_partman's
--- premake), and of any period whose events wait in the default partition (none normally). A
--- period that overlaps an existing partition (the interval was changed) starts where that ends.
-CREATE FUNCTION docstatus._create_history_partitions(p_interval interval) RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_period timestamptz;
-    v_from timestamptz;
-    v_created integer := 0;
-    v_periods timestamptz[];
-BEGIN
-    -- Collected first: moving events out of the default partition alters it, which an open
-    -- loop over its rows would forbid.
-    SELECT array_agg(period ORDER BY period) INTO v_periods
-      FROM (SELECT docstatus._history_period_start(now(), p_interval) + p_interval * ahead
-              FROM generate_series(0, 4) AS ahead
-            UNION
-            SELECT docstatus._history_period_start(occurred_at, p_interval)
-              FROM docstatus.status_events_default) AS periods (period);
-    FOREACH v_period IN ARRAY v_periods LOOP
-        SELECT greatest(v_period, max(upper_bound)) INTO v_from
-          FROM docstatus._history_partitions()
-         WHERE upper_bound > v_period AND upper_bound < v_period + p_interval;
-        v_from := coalesce(v_from, v_period);
-        IF NOT EXISTS (SELECT FROM docstatus._history_partitions()
-                        WHERE NOT is_default AND coalesce(lower_bound, '-infinity') < v_period + p_interval
-                          AND upper_bound > v_from) THEN
-            BEGIN
-                PERFORM docstatus._create_history_partition(v_from, v_period + p_interval,
-                                                            docstatus._history_partition_name(v_period, p_interval));
-                v_created := v_created + 1;
-            EXCEPTION WHEN lock_not_available OR check_violation THEN
-                -- Busy (lock_timeout), or an event of that period arrived in the default
-                -- partition meanwhile: the next run creates it.
-                RAISE WARNING 'maintain_history: partition for % not created yet: %', v_period, SQLERRM;
-            END;
-        END IF;
-    END LOOP;
-    RETURN v_created;
-END;
-$$;
-COMMENT ON FUNCTION docstatus._create_history_partitions IS
-    'Internal: built-in partition upkeep of status_events; returns how many partitions it created.';
-
-------------------------------------------------------------------------------------------------
--- Upkeep and retention
-------------------------------------------------------------------------------------------------
 
 CREATE FUNCTION docstatus.maintain_history(
     OUT partitions_created integer, OUT partitions_dropped integer,
@@ -2064,68 +2046,100 @@ COMMENT ON FUNCTION docstatus.maintain_history IS
     'events_after still serves, and who manages the partitions. Run it every few minutes: the '
     'worker does, or pg_cron; concurrent runs are harmless.';
 
-------------------------------------------------------------------------------------------------
--- Only maintain_history drops history
-------------------------------------------------------------------------------------------------
-
--- Row triggers refuse UPDATE and DELETE and a trigger on each partition refuses TRUNCATE; these
--- event triggers refuse dropping or detaching a partition outside maintain_history. Dropping
--- status_events itself (uninstalling) is left alone.
-CREATE FUNCTION docstatus._guard_history() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
+CREATE FUNCTION docstatus.check_stuck() RETURNS SETOF docstatus.stuck_documents
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- The sla goes out as an ISO 8601 duration (PT15M) whatever the session's IntervalStyle.
+SET IntervalStyle = 'iso_8601' AS $$
 DECLARE
-    v_table text;
+    v_stuck docstatus.stuck_documents;
 BEGIN
-    IF current_setting('docstatus.maintaining_history', true) = 'on' THEN
+    PERFORM docstatus.fold_status_counters();
+    -- ON CONFLICT: a stay already alerted on (by an earlier call, or a concurrent one that
+    -- committed first) is left out.
+    FOR v_stuck IN
+        WITH stuck AS (SELECT * FROM docstatus.stuck_documents),
+             alerted AS (
+                INSERT INTO docstatus.stuck_alerts (document_id, status_entered_at, state, sla)
+                SELECT document_id, status_entered_at, state, sla FROM stuck
+                ON CONFLICT DO NOTHING
+                RETURNING document_id, status_entered_at)
+        SELECT stuck.* FROM stuck JOIN alerted USING (document_id, status_entered_at)
+         ORDER BY stuck.status_entered_at, stuck.document_id
+    LOOP
+        PERFORM pg_notify('docstatus_alerts', json_build_object(
+            'document_id', v_stuck.document_id, 'job_id', v_stuck.job_id, 'kind', 'stuck',
+            'state', v_stuck.state, 'entered_at', v_stuck.status_entered_at, 'sla', v_stuck.sla,
+            'at', now())::text);
+        RETURN NEXT v_stuck;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.check_stuck IS
+    'Alerts on documents newly stuck: one docstatus_alerts NOTIFY per document and stay '
+    '({"document_id", "job_id", "kind": "stuck", "state", "entered_at", "sla", "at"}), recorded in '
+    'stuck_alerts so it is never repeated; returns those documents. Also folds the status '
+    'counters. Run it every minute or so (worker loop, cron).';
+
+-- What run_maintenance did: one row per reaped job and per newly stuck document, or one row
+-- saying it skipped (another session holds the maintenance lock) or that the stuck check failed.
+CREATE TYPE docstatus.maintenance_action AS (
+    action        text,   -- 'reaped', 'stuck', 'skipped', 'stuck check failed', 'history upkeep failed'
+    job_id        bigint,
+    document_id   bigint,
+    attempt       integer,
+    worker_id     text,
+    error_message text
+);
+COMMENT ON TYPE docstatus.maintenance_action IS
+    'A row of run_maintenance: action reaped (the job, its attempt, the worker whose lease ran out, '
+    'the error), stuck (the document newly stuck and its active job), skipped, stuck check failed '
+    'or history upkeep failed (error_message).';
+
+CREATE FUNCTION docstatus.run_maintenance(p_check_stuck boolean DEFAULT true)
+RETURNS SETOF docstatus.maintenance_action
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_job docstatus.extraction_jobs;
+    v_stuck docstatus.stuck_documents;
+BEGIN
+    -- One pass at a time across all workers: the transaction that gets the lock does it.
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('docstatus.worker.maintenance', 0)) THEN
+        RETURN NEXT ROW('skipped', NULL, NULL, NULL, NULL, NULL)::docstatus.maintenance_action;
         RETURN;
     END IF;
-    IF TG_EVENT = 'sql_drop' THEN
-        IF EXISTS (SELECT FROM pg_event_trigger_dropped_objects()
-                    WHERE object_type = 'table' AND schema_name = 'docstatus' AND object_name = 'status_events') THEN
-            RETURN;
-        END IF;
-        SELECT object_identity INTO v_table FROM pg_event_trigger_dropped_objects()
-         WHERE object_type = 'table' AND schema_name = 'docstatus' AND object_name LIKE 'status\_events\_%'
-         LIMIT 1;
-    ELSE
-        -- After ALTER TABLE: is a partition no longer attached?
-        SELECT c.oid::regclass::text INTO v_table FROM pg_class c
-         WHERE c.relnamespace = 'docstatus'::regnamespace AND c.relkind = 'r' AND NOT c.relispartition
-           AND c.relname LIKE 'status\_events\_%'
-           AND EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = '_100_append_only_truncate')
-         LIMIT 1;
-    END IF;
-    IF v_table IS NOT NULL THEN
-        RAISE EXCEPTION 'docstatus.status_events is append-only: % of partition % refused', TG_TAG, v_table
-            USING ERRCODE = 'DS006',
-                  HINT = 'Only docstatus.maintain_history() drops history, by settings.history_retention.';
-    END IF;
-END;
-$$;
-COMMENT ON FUNCTION docstatus._guard_history IS
-    'Internal: refuses DROP or DETACH of a status_events partition outside maintain_history (DS006).';
--- Only a superuser may create event triggers. Managed services often install as a non-superuser:
--- there the guard is left out (with a notice) rather than failing the install. Application roles
--- never own the partitions, so they cannot drop or detach them either way; the guard protects
--- history from the owner's own mistakes.
-DO $$
-BEGIN
-    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        CREATE EVENT TRIGGER docstatus_guard_history_drop ON sql_drop
-            EXECUTE FUNCTION docstatus._guard_history();
-        CREATE EVENT TRIGGER docstatus_guard_history_detach ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-            EXECUTE FUNCTION docstatus._guard_history();
-    ELSE
-        RAISE NOTICE 'docstatus: not a superuser, so no event triggers guard status_events partitions '
-                     'against DROP/DETACH by their owner';
+    FOR v_job IN SELECT * FROM docstatus.reap_expired_jobs() LOOP
+        RETURN NEXT ROW('reaped', v_job.id, v_job.document_id, v_job.attempt, v_job.worker_id,
+                        v_job.error_message)::docstatus.maintenance_action;
+    END LOOP;
+    IF p_check_stuck THEN
+        BEGIN  -- a savepoint: a failing check keeps the reaping
+            FOR v_stuck IN SELECT * FROM docstatus.check_stuck() LOOP
+                RETURN NEXT ROW('stuck', v_stuck.job_id, v_stuck.document_id, v_stuck.attempt,
+                                v_stuck.worker_id, NULL)::docstatus.maintenance_action;
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            RETURN NEXT ROW('stuck check failed', NULL, NULL, NULL, NULL, SQLERRM)::docstatus.maintenance_action;
+        END;
+        -- With the stuck check, about once a minute: status_events partitions and retention.
+        -- Its DDL waits at most its lock_timeout (2 s) for a lock, the reaped rows held meanwhile.
+        BEGIN  -- a savepoint: failing upkeep keeps the reaping and the check
+            PERFORM docstatus.maintain_history();
+        EXCEPTION WHEN OTHERS THEN
+            RETURN NEXT ROW('history upkeep failed', NULL, NULL, NULL, NULL, SQLERRM)::docstatus.maintenance_action;
+        END;
     END IF;
 END;
 $$;
+COMMENT ON FUNCTION docstatus.run_maintenance IS
+    'One maintenance pass, one session at a time (an advisory lock; the others get one ''skipped'' '
+    'row): reap_expired_jobs, then with p_check_stuck check_stuck and maintain_history. Workers '
+    'call it every few seconds; cron or pg_cron may too.';
 
 ------------------------------------------------------------------------------------------------
--- Roles: least privilege. Roles are cluster-wide, so they are created only when missing.
+-- Roles and grants: least privilege, one block per role
 ------------------------------------------------------------------------------------------------
 
+-- Roles are cluster-wide, so they are created only when missing.
 DO $$
 DECLARE
     v_role text;
@@ -2148,45 +2162,50 @@ $$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA docstatus FROM PUBLIC;
 GRANT USAGE ON SCHEMA docstatus TO docstatus_reader, docstatus_dms, docstatus_worker;
 
-GRANT SELECT ON ALL TABLES IN SCHEMA docstatus TO docstatus_reader;
-GRANT EXECUTE ON FUNCTION docstatus.events_after(xid8, bigint, integer),
-                          docstatus.event_delivery_delay() TO docstatus_reader;
+-- A function granted to two roles keeps its grantees in the order granted, and pg_dump shows
+-- that order: the blocks stay in this order (dms, worker, then reader).
+
+-- docstatus_dms, the document management system: registers uploads and validates them.
 GRANT EXECUTE ON FUNCTION docstatus.register_document(text, text, text, text, bigint),
                           docstatus.validate_document(bigint, boolean, text, text, bigint),
-                          docstatus.create_extraction_job(bigint, text) TO docstatus_dms;
+                          docstatus.create_extraction_job(bigint, text),
+                          docstatus.require_document(bigint) TO docstatus_dms;
+
+-- docstatus_worker: claims and runs jobs, and runs the maintenance pass.
 GRANT EXECUTE ON FUNCTION docstatus.create_extraction_job(bigint, text),
                           docstatus.claim_extraction_job(text, interval),
+                          docstatus.claim_jobs(text, interval, integer, boolean),
                           docstatus.heartbeat_job(bigint, text, interval),
                           docstatus.mark_ocr_running(bigint, text),
                           docstatus.mark_llm_running(bigint, text),
                           docstatus.mark_processing_done(bigint, text),
                           docstatus.mark_processing_failed(bigint, text, text),
-                          docstatus.retry_document(bigint, text),
-                          docstatus.reap_expired_jobs() TO docstatus_worker;
-
--- Operations: the views and tables above are read like the rest; the worker, which already runs
--- the periodic reaper, runs the periodic checks too.
-GRANT EXECUTE ON FUNCTION docstatus.normalise_error(text),
-                          docstatus.status_counters_folded_below() TO docstatus_reader;
-GRANT EXECUTE ON FUNCTION docstatus.fold_status_counters(),
-                          docstatus.check_stuck() TO docstatus_worker;
-
--- History upkeep: the worker's maintenance pass runs it (or pg_cron).
-GRANT EXECUTE ON FUNCTION docstatus.maintain_history() TO docstatus_worker;
-
--- The pipeline worker: release on shutdown, retryable failures, results.
-GRANT EXECUTE ON FUNCTION docstatus.release_job(bigint, text, text),
-                          docstatus.mark_attempt_failed(bigint, text, text),
-                          docstatus.record_result(bigint, text, text, text) TO docstatus_worker;
-
--- One way into the database: the claim with its document, the end of a job, maintenance, lookups.
-GRANT EXECUTE ON FUNCTION docstatus.require_document(bigint) TO docstatus_dms;
-GRANT EXECUTE ON FUNCTION docstatus.require_document(bigint),
-                          docstatus.current_result(bigint),
-                          docstatus.next_job_due() TO docstatus_reader;
-GRANT EXECUTE ON FUNCTION docstatus.claim_jobs(text, interval, integer, boolean),
+                          docstatus.record_result(bigint, text, text, text),
                           docstatus.finish_job(bigint, text, text, text),
+                          docstatus.mark_attempt_failed(bigint, text, text),
+                          docstatus.release_job(bigint, text, text),
+                          docstatus.retry_document(bigint, text),
+                          docstatus.reap_expired_jobs(),
+                          docstatus.fold_status_counters(),
+                          docstatus.maintain_history(),
+                          docstatus.check_stuck(),
                           docstatus.run_maintenance(boolean) TO docstatus_worker;
 
--- The partitions of the current and the coming periods.
+-- docstatus_reader (the dms and worker roles are members): every table and view, the event
+-- cursor, lookups.
+GRANT SELECT ON ALL TABLES IN SCHEMA docstatus TO docstatus_reader;
+GRANT EXECUTE ON FUNCTION docstatus.events_after(xid8, bigint, integer),
+                          docstatus.event_delivery_delay(),
+                          docstatus.normalise_error(text),
+                          docstatus.status_counters_folded_below(),
+                          docstatus.require_document(bigint),
+                          docstatus.current_result(bigint),
+                          docstatus.next_job_due() TO docstatus_reader;
+
+------------------------------------------------------------------------------------------------
+-- First run
+------------------------------------------------------------------------------------------------
+
+-- The counters start folded, and the partitions of the current and the coming periods exist.
+DO $$ BEGIN PERFORM docstatus.fold_status_counters(); END $$;
 SELECT docstatus.maintain_history();
