@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+import psycopg
+import psycopg_pool
+
+from docstatus.client import Client
 from docstatus.diagram.graph import StateGraph, state_graphs
 
 FORMATS = ("mermaid", "dot")
@@ -72,7 +76,7 @@ def render(graphs: Sequence[StateGraph], fmt: str = "mermaid") -> str:
     return renderer(graphs)
 
 
-def state_diagram(source, fmt: str = "mermaid") -> str:
+def state_diagram(source: Client | psycopg.Connection | psycopg_pool.ConnectionPool, fmt: str = "mermaid") -> str:
     """The state machine read from the database (a ``Client``, connection or pool) as ``fmt`` text."""
     if fmt not in _RENDERERS:
         raise ValueError(f"unknown diagram format {fmt!r}: one of {', '.join(FORMATS)}")
