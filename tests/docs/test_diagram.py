@@ -1,5 +1,6 @@
 """`docstatus diagram`: the state machine drawn from the database, as the README embeds it."""
 
+import asyncio
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from docstatus import Client
+from docstatus import AsyncClient, Client, EventKind
 from docstatus.cli import main
 from docstatus.diagram import render, state_diagram, state_graphs
 
@@ -103,3 +104,17 @@ def test_command_refuses_a_bad_format_and_a_database_without_the_schema(db_dsn, 
     assert empty.returncode == 1
     assert empty.stderr.startswith("Error: ") and "document_states" in empty.stderr
     assert "Traceback" not in empty.stderr
+
+
+def test_client_reads_every_transition_and_the_async_client_the_same(db_dsn, conn):
+    client = Client(conn)
+    transitions = client.status_transitions()
+    assert len(transitions) == conn.execute("SELECT count(*) FROM docstatus.status_transitions").fetchone()[0]
+    assert transitions == sorted(transitions, key=lambda t: (t.kind, t.from_status, t.to_status))
+    assert {t.kind for t in transitions} == set(EventKind)
+
+    async def read():
+        async with await AsyncClient.connect(db_dsn) as async_client:
+            return await async_client.status_transitions(), await async_client.document_state_moves()
+
+    assert asyncio.run(read()) == (transitions, client.document_state_moves())
