@@ -22,7 +22,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[all,test]'
+	$(PY) -m pip install --quiet -e '.[all,test,notebook]'
 	touch $@
 
 # The test fixtures start a private PostgreSQL from the installed server binaries
@@ -70,6 +70,18 @@ demo-down: $(STAMP)
 
 demo-clean: $(STAMP)
 	$(PY) -m docstatus.dev.demo down --purge
+
+# The walk-through notebook on the demo's services (started if they are not running; or those of
+# DOCSTATUS_DSN / AZURE_STORAGE_CONNECTION_STRING). notebook-outputs runs it from a clean kernel
+# and saves its outputs into the file, as committed.
+NOTEBOOK := notebooks/06_document_processing_status.ipynb
+.PHONY: notebook notebook-outputs
+notebook: $(STAMP) $(AZURITE_STAMP)
+	eval "$$($(PY) -m docstatus.dev.demo env)" && $(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK)
+
+notebook-outputs: $(STAMP) $(AZURITE_STAMP)
+	eval "$$($(PY) -m docstatus.dev.demo env)" && $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=300 $(NOTEBOOK)
 
 # Landed migrations never change: database/migrations.sha256 records each file's checksum and
 # tests/migrations checks them. This appends the files not listed yet and never rewrites a line.

@@ -36,6 +36,7 @@ from docstatus.models import (
     DocumentOverview,
     DocumentResult,
     DocumentStateInfo,
+    DocumentStateMove,
     EventDelivery,
     ExtractionJob,
     FailurePattern,
@@ -47,6 +48,7 @@ from docstatus.models import (
     StageEntry,
     StatusCount,
     StatusEvent,
+    StatusTransition,
     StuckAlert,
     StuckDocument,
 )
@@ -269,6 +271,12 @@ class AsyncClient:
 
     async def document_states(self) -> list[DocumentStateInfo]:
         return _all(DocumentStateInfo, await self._rows("document_states"))
+
+    async def status_transitions(self) -> list[StatusTransition]:
+        return _all(StatusTransition, await self._rows("status_transitions"))
+
+    async def document_state_moves(self) -> list[DocumentStateMove]:
+        return _all(DocumentStateMove, await self._rows("document_state_moves"))
 
     async def retry_candidates(self, document_ids: list[int]) -> list[RetryCandidate]:
         return _all(RetryCandidate, await self._rows("retry_candidates", {"document_ids": document_ids}))

@@ -60,6 +60,7 @@ def migrate(dsn: str, rollback_all: bool, migrations_dir: str | None) -> None:
 # one when it is missing (docstatus.lazy_commands).
 main.lazy_commands.update({
     "schema": ("docstatus.schema_command:schema", None),
+    "diagram": ("docstatus.diagram.cli:diagram", None),
     "upload": ("docstatus.dms.cli:upload", "dms"),
     "worker": ("docstatus.pipeline.cli:worker", "worker"),
     **{name: (f"docstatus.ops.commands:{name}", "ops")  # status, show, jobs, ...: operations

@@ -52,6 +52,7 @@ from docstatus.models import (
     DocumentOverview,
     DocumentResult,
     DocumentStateInfo,
+    DocumentStateMove,
     EventDelivery,
     ExtractionJob,
     FailurePattern,
@@ -64,6 +65,7 @@ from docstatus.models import (
     StageEntry,
     StatusCount,
     StatusEvent,
+    StatusTransition,
     StuckAlert,
     StuckDocument,
 )
@@ -373,6 +375,15 @@ class Client:
     def document_states(self) -> list[DocumentStateInfo]:
         """``docstatus.document_states``, in display order."""
         return _all(DocumentStateInfo, self._rows("document_states"))
+
+    def status_transitions(self) -> list[StatusTransition]:
+        """``docstatus.status_transitions``, the allowed moves, by kind, from and to."""
+        return _all(StatusTransition, self._rows("status_transitions"))
+
+    def document_state_moves(self) -> list[DocumentStateMove]:
+        """Which document state can follow which, as the transition graph and the pair CHECK
+        allow; in ``document_states`` display order."""
+        return _all(DocumentStateMove, self._rows("document_state_moves"))
 
     def retry_candidates(self, document_ids: list[int]) -> list[RetryCandidate]:
         """The named documents (the unknown ones left out), with whether they ever had a job."""

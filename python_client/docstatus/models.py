@@ -262,6 +262,32 @@ class DocumentStateInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusTransition:
+    """A row of ``docstatus.status_transitions``: one allowed move of one status column."""
+
+    kind: EventKind
+    from_status: str
+    to_status: str
+
+    @classmethod
+    def from_row(cls, row: tuple) -> StatusTransition:
+        return cls(EventKind(row[0]), row[1], row[2])
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentStateMove:
+    """One of the six document states that can follow another in a single change (each status
+    column stays or makes a move of ``status_transitions``)."""
+
+    from_state: DocumentState
+    to_state: DocumentState
+
+    @classmethod
+    def from_row(cls, row: tuple) -> DocumentStateMove:
+        return cls(DocumentState(row[0]), DocumentState(row[1]))
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedJob:
     """A row of ``docstatus.claim_jobs`` (type ``docstatus.claimed_job``): a job and its document."""
 

@@ -28,6 +28,7 @@ from docstatus.models import (
     FailurePattern,
     MaintenanceAction,
     StatusCount,
+    StatusTransition,
     StuckAlert,
     StuckDocument,
 )
@@ -121,6 +122,7 @@ def test_client_parameters_mirror_sql_names_and_defaults(conn):
     (DocumentResult, "document_results"), (StatusCount, "status_counts"), (DocumentOverview, "document_overview"),
     (FailurePattern, "failure_summary"), (StuckAlert, "stuck_alerts"), (DocumentStateInfo, "document_states"),
     (ClaimedJob, "claimed_job"), (MaintenanceAction, "maintenance_action"),
+    (StatusTransition, "status_transitions"),
 ])
 def test_models_have_exactly_the_columns(conn, model, relation):
     columns = [row[0] for row in conn.execute(

@@ -121,6 +121,8 @@ def test_core_install_migrates_and_runs_a_lifecycle(core, empty_db_dsn):
     assert "applied 0001_core" in migrated.stdout
     listed = _check(core.docstatus("schema", "--migrations", "--dsn", empty_db_dsn)).stdout.splitlines()
     assert listed and all(line.startswith("applied  ") for line in listed), listed
+    diagram = _check(core.docstatus("diagram", "--dsn", empty_db_dsn)).stdout
+    assert diagram.startswith("stateDiagram-v2\n") and "document_queued --> document_ocr_running" in diagram
 
     lifecycle = _check(core.python(f"""
 from docstatus import Client

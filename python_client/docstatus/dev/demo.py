@@ -1,6 +1,7 @@
 """``make demo``: docstatus end to end on this machine, with nothing configured and no Docker.
 
     python -m docstatus.dev.demo up      # make demo
+    python -m docstatus.dev.demo env     # the services' variables as `export` lines (make notebook)
     python -m docstatus.dev.demo down    # make demo-down
 
 ``up`` starts a private PostgreSQL (``docstatus.dev.embedded``) and Azurite (npm, installed under
@@ -23,12 +24,14 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from datetime import timedelta
 from pathlib import Path
 
@@ -162,39 +165,47 @@ def _printing_status_changes(filenames: dict[int, str]) -> Iterator[None]:
         worker_log.level, worker_log.propagate = saved
 
 
-def up(base: Path) -> None:
-    from docstatus.client import Client
-    from docstatus.dms import DocumentStore
-    from docstatus.pipeline import Worker, get_result
-
+def start_services(base: Path, say: Callable[[str], object] = print) -> tuple[str, str]:
+    """Steps 1 to 3 of ``up``: PostgreSQL and Azurite running (started unless already, or taken
+    from the environment), the schema migrated. Returns the DSN and the storage connection string."""
     state = base / "demo"
     state.mkdir(parents=True, exist_ok=True)
     started = _read_started(state)
 
-    print("1. PostgreSQL")
+    say("1. PostgreSQL")
     dsn = os.environ.get("DOCSTATUS_DSN")
     if dsn:
-        print("   using DOCSTATUS_DSN")
+        say("   using DOCSTATUS_DSN")
     else:
         cluster = LocalPostgres(base)
         dsn = cluster.start()
         started["postgres"] = True
         where = "the pgserver wheel" if cluster.bindir is None else f"{cluster.bindir} in {cluster.cluster_dir}"
-        print(f"   embedded cluster running ({where})")
-    print("2. Azurite (blob storage)")
+        say(f"   embedded cluster running ({where})")
+    say("2. Azurite (blob storage)")
     connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if connection_string:
-        print("   using AZURE_STORAGE_CONNECTION_STRING")
+        say("   using AZURE_STORAGE_CONNECTION_STRING")
     else:
         connection_string = LocalAzurite(base).start()
         started["azurite"] = True
-        print(f"   running on {connection_string.split('BlobEndpoint=')[1].rstrip(';')}")
+        say(f"   running on {connection_string.split('BlobEndpoint=')[1].rstrip(';')}")
     _write_started(state, started)
 
-    print("3. Migrations")
+    say("3. Migrations")
     applied = migrations.apply(dsn)
-    print(f"   applied {', '.join(applied)}" if applied else "   already up to date")
+    say(f"   applied {', '.join(applied)}" if applied else "   already up to date")
+    return dsn, connection_string
 
+
+def up(base: Path) -> None:
+    from docstatus.client import Client
+    from docstatus.dms import DocumentStore
+    from docstatus.pipeline import Worker, get_result
+
+    dsn, connection_string = start_services(base)
+    state = base / "demo"
+    started = _read_started(state)
     container = CONTAINER
     print(f"4. Upload and validate (container {container})")
     samples = sorted(path for path in SAMPLES.glob("*") if path.is_file() and path.suffix != ".py")
@@ -305,6 +316,16 @@ def _print_timeline(client, document_id: int) -> None:
         print(f"   +{offset:8.1f} ms  {subject:<16} {moved}{detail}")
 
 
+def env(base: Path) -> None:
+    """Prints the demo services' variables as shell ``export`` lines (starting the services if
+    they are not running), for ``eval "$(python -m docstatus.dev.demo env)"``: ``make notebook``."""
+    # stdout is for `eval`: the steps, and whatever a migration prints, go to stderr.
+    with redirect_stdout(sys.stderr):
+        dsn, connection_string = start_services(base)
+    print(f"export DOCSTATUS_DSN={shlex.quote(dsn)}")
+    print(f"export AZURE_STORAGE_CONNECTION_STRING={shlex.quote(connection_string)}")
+
+
 def down(base: Path, purge: bool) -> None:
     state = base / "demo"
     started = _read_started(state)
@@ -338,7 +359,7 @@ def _write_started(state: Path, started: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m docstatus.dev.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("command", choices=["up", "env", "down"])
     parser.add_argument("--base", type=Path, default=Path.cwd() / ".local",
                         help="where the demo keeps its services and data (default: ./.local)")
     parser.add_argument("--purge", action="store_true", help="down: also delete the demo's data")
@@ -346,6 +367,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "up":
             up(args.base)
+        elif args.command == "env":
+            env(args.base)
         else:
             down(args.base, args.purge)
     except (psycopg.Error, RuntimeError, subprocess.CalledProcessError) as exc:

@@ -1,0 +1,5 @@
+-- Client.status_transitions: the allowed moves, one row per edge, in a stable order.
+-- Columns in models.StatusTransition field order.
+SELECT kind, from_status, to_status
+  FROM docstatus.status_transitions
+ ORDER BY kind, from_status, to_status
