@@ -1,7 +1,7 @@
 -- Back to 0007: no dashboard reads or bulk retry, no operator role's grants.
 
 DROP FUNCTION docstatus.retry_failed_documents(text);
-DROP FUNCTION docstatus.documents_per_minute(timestamptz);
+DROP FUNCTION docstatus.documents_per_minute(interval);
 DROP TYPE docstatus.documents_minute;
 DROP FUNCTION docstatus.list_documents(text, text, text, text, timestamptz, timestamptz,
                                        timestamptz, timestamptz, bigint, integer);

@@ -1780,14 +1780,17 @@ COMMENT ON TYPE docstatus.documents_minute IS
     'A row of documents_per_minute: documents registered (entered) and finished, completed or '
     'failed (ended), in the minute starting at minute.';
 
-CREATE FUNCTION docstatus.documents_per_minute(p_since timestamptz DEFAULT now() - interval '1 hour')
+CREATE FUNCTION docstatus.documents_per_minute(p_period interval DEFAULT '1 hour')
 RETURNS SETOF docstatus.documents_minute
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_since timestamptz;
 BEGIN
-    IF p_since IS NULL OR p_since < now() - interval '1 day' THEN
-        RAISE EXCEPTION 'p_since must be within the last day, not %', coalesce(p_since::text, 'null')
-            USING ERRCODE = 'DS003', DETAIL = json_build_object('since', p_since)::text;
+    IF p_period IS NULL OR p_period < interval '1 minute' OR p_period > interval '1 day' THEN
+        RAISE EXCEPTION 'p_period must be between 1 minute and 1 day, not %', coalesce(p_period::text, 'null')
+            USING ERRCODE = 'DS003', DETAIL = json_build_object('period', p_period)::text;
     END IF;
+    v_since := date_trunc('minute', now() - p_period);
     RETURN QUERY
     WITH per_minute AS (
         SELECT date_trunc('minute', e.occurred_at) AS minute,
@@ -1795,21 +1798,21 @@ BEGIN
                count(*) FILTER (WHERE e.from_status IS NOT NULL) AS ended
           FROM docstatus.status_events e
          -- occurred_at bounds the read to the partitions and BRIN ranges of the period.
-         WHERE e.occurred_at >= date_trunc('minute', p_since)
+         WHERE e.occurred_at >= v_since
            AND e.kind = 'text_extraction'
            AND (e.from_status IS NULL
                 OR e.to_status IN (SELECT s.text_extraction_status FROM docstatus.document_states s WHERE s.final))
          GROUP BY 1)
     SELECT m.minute, coalesce(p.entered, 0)::bigint, coalesce(p.ended, 0)::bigint
-      FROM generate_series(date_trunc('minute', p_since), date_trunc('minute', now()), interval '1 minute') AS m (minute)
+      FROM generate_series(v_since, date_trunc('minute', now()), interval '1 minute') AS m (minute)
       LEFT JOIN per_minute p USING (minute)
      ORDER BY m.minute;
 END;
 $$;
 COMMENT ON FUNCTION docstatus.documents_per_minute IS
-    'Per minute since p_since (default: the last hour, at most a day back), documents registered '
+    'Per minute of the last p_period (1 minute to 1 day; default an hour), documents registered '
     '(entered) and documents that reached a final state of document_states (ended), from '
-    'status_events; every minute has a row, zeros included. DS003 for p_since older than a day.';
+    'status_events; every minute has a row, zeros included. DS003 for a p_period out of range.';
 
 CREATE FUNCTION docstatus.current_result(p_document_id bigint) RETURNS SETOF docstatus.document_results
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -2357,7 +2360,7 @@ GRANT EXECUTE ON FUNCTION docstatus.events_after(xid8, bigint, integer),
                           docstatus.next_job_due(),
                           docstatus.list_documents(text, text, text, text, timestamptz, timestamptz,
                                                    timestamptz, timestamptz, bigint, integer),
-                          docstatus.documents_per_minute(timestamptz) TO docstatus_reader;
+                          docstatus.documents_per_minute(interval) TO docstatus_reader;
 
 -- docstatus_operator (a reader too): the dashboard's actions, and `docstatus retry` / `reap`.
 GRANT EXECUTE ON FUNCTION docstatus.validate_document(bigint, boolean, text, text, bigint),

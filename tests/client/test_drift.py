@@ -13,8 +13,8 @@ from docstatus import (
     TextExtractionStatus,
 )
 from docstatus.models import (
-    ClaimedJob, DocumentOverview, DocumentResult, DocumentState, DocumentStateInfo, FailurePattern, MaintenanceAction,
-    StatusCount, StuckAlert, StuckDocument,
+    ClaimedJob, DocumentListEntry, DocumentOverview, DocumentsMinute, DocumentResult, DocumentState, DocumentStateInfo, FailurePattern, MaintenanceAction,
+    StatusCount, StatusTransition, StuckAlert, StuckDocument,
 )
 
 ENUM_OF_COLUMN = {
@@ -105,6 +105,8 @@ def test_client_parameters_mirror_sql_names_and_defaults(conn):
     (DocumentResult, "document_results"), (StatusCount, "status_counts"), (DocumentOverview, "document_overview"),
     (FailurePattern, "failure_summary"), (StuckAlert, "stuck_alerts"), (DocumentStateInfo, "document_states"),
     (ClaimedJob, "claimed_job"), (MaintenanceAction, "maintenance_action"),
+    (DocumentListEntry, "document_list_entry"), (DocumentsMinute, "documents_minute"),
+    (StatusTransition, "status_transitions"),
 ])
 def test_models_have_exactly_the_columns(conn, model, relation):
     columns = [row[0] for row in conn.execute(
