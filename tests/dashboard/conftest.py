@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
 import threading
@@ -109,6 +110,7 @@ def start_dashboard(db_dsn: str) -> Iterator[Callable[..., Served]]:
 
     yield start
     for server, thread in started:
+        server.config.app.state.dashboard.hub.close_streams()
         server.should_exit = True
     for server, thread in started:
         thread.join(15)
@@ -116,41 +118,54 @@ def start_dashboard(db_dsn: str) -> Iterator[Callable[..., Served]]:
 
 
 class SseReader:
-    """One /events stream: ``next_message(timeout)`` -> (id, event, data dict)."""
+    """One /events stream on a raw socket (HTTP/1.0: the body is the stream itself, no chunks):
+    ``next_message(timeout)`` -> (id, event, data dict), or None when nothing came in time."""
 
     def __init__(self, port: int, last_event_id: str | None = None, query: str = "") -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        headers = {"Accept": "text/event-stream"}
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        headers = f"GET /events{query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
         if last_event_id:
-            headers["Last-Event-ID"] = last_event_id
-        self.conn.request("GET", "/events" + query, headers=headers)
-        self.response = self.conn.getresponse()
-        assert self.response.status == 200, self.response.status
-        assert self.response.getheader("content-type").startswith("text/event-stream")
+            headers += f"Last-Event-ID: {last_event_id}\r\n"
+        self.sock.sendall((headers + "\r\n").encode())
+        self.buffer = b""
+        head = self._until(b"\r\n\r\n", 30)
+        assert head is not None, "no response headers"
+        status_line, *header_lines = head.decode().split("\r\n")
+        assert status_line.split()[1] == "200", status_line
+        content_type = next(h for h in header_lines if h.lower().startswith("content-type:"))
+        assert "text/event-stream" in content_type
         self.last_id: str | None = last_event_id
 
+    def _until(self, separator: bytes, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        while separator not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([self.sock], [], [], remaining)
+            if not ready:
+                return None
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(separator)
+        return head
+
     def next_message(self, timeout: float = 10.0) -> tuple[str | None, str | None, dict] | None:
-        """The next status message, or None when none came within ``timeout``."""
-        self.conn.sock.settimeout(timeout)
-        fields: dict[str, str] = {}
-        try:
-            while True:
-                line = self.response.fp.readline()
-                if not line:
-                    return None
-                line = line.decode().rstrip("\n")
-                if line == "":
-                    if "data" in fields:
-                        self.last_id = fields.get("id", self.last_id)
-                        return fields.get("id"), fields.get("event"), json.loads(fields["data"])
-                    fields = {}
-                    continue
-                if line.startswith(":"):
-                    continue
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-        except (TimeoutError, socket.timeout):
-            return None
+        deadline = time.monotonic() + timeout
+        while True:
+            block = self._until(b"\n\n", max(deadline - time.monotonic(), 0))
+            if block is None:
+                return None
+            fields: dict[str, str] = {}
+            for line in block.decode().split("\n"):
+                if line and not line.startswith(":"):
+                    name, _, value = line.partition(":")
+                    fields[name] = value.removeprefix(" ")
+            if "data" in fields:
+                self.last_id = fields.get("id", self.last_id)
+                return fields.get("id"), fields.get("event"), json.loads(fields["data"])
 
     def messages(self, count: int, timeout: float = 15.0) -> list[dict]:
         got = []
@@ -163,7 +178,7 @@ class SseReader:
         return got
 
     def close(self) -> None:
-        self.conn.close()
+        self.sock.close()
 
 
 @pytest.fixture

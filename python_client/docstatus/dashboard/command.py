@@ -32,6 +32,8 @@ def dashboard(dsn: str, host: str, port: int, allow_actions: bool, blob_connecti
 
     from docstatus.dashboard.app import create_app
 
+    StreamClosingServer = _server_class()
+
     token = os.environ.get(TOKEN_ENV) or None
     if allow_actions and not token:
         raise click.UsageError(f"--allow-actions needs a token in the environment variable {TOKEN_ENV}")
@@ -43,8 +45,10 @@ def dashboard(dsn: str, host: str, port: int, allow_actions: bool, blob_connecti
                                  blob_connection_string=blob_connection_string)
     click.echo(f"docstatus dashboard on http://{host}:{port}/ (actions {'on' if settings.actions else 'off'})",
                err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+    StreamClosingServer(config).run()
 
 
 def _loopback(host: str) -> bool:
@@ -54,3 +58,16 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _server_class():
+    import uvicorn
+
+    class StreamClosingServer(uvicorn.Server):
+        """Ends the open event streams as soon as a shutdown is asked for (Ctrl-C, SIGTERM)."""
+
+        def handle_exit(self, sig, frame) -> None:
+            self.config.app.state.dashboard.hub.close_streams()
+            super().handle_exit(sig, frame)
+
+    return StreamClosingServer

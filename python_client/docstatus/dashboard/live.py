@@ -56,9 +56,21 @@ class EventHub:
         return self._subscriber.wait_caught_up(timeout)
 
     def stop(self) -> None:
+        """Stops the Subscriber and ends every stream (call on the event loop)."""
         self._subscriber.stop()
+        self._close_streams()
+
+    def close_streams(self) -> None:
+        """Ends every open stream, from any thread: a server shutting down calls it first, so
+        it need not wait for browsers that would keep their streams open forever."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._close_streams)
+
+    def _close_streams(self) -> None:
         with self._lock:
             queues = list(self._queues)
+            self._queues.clear()
         for queue in queues:
             self._put(queue, CLOSED)
 
