@@ -220,7 +220,7 @@ def create_app(settings: DashboardSettings) -> Starlette:
                 result = await run_in_threadpool(run, dashboard, form)
             except DocStatusError as exc:
                 return dashboard.render(request, "action.html", 409, ok=False, message=str(exc),
-                                        sqlstate=exc.sqlstate, back=back)
+                                        sqlstate=exc.sqlstate, hint=exc.hint, back=back)
             except ValueError as exc:
                 return dashboard.render(request, "action.html", 400, ok=False, message=str(exc), sqlstate=None,
                                         back=back)
