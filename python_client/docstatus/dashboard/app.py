@@ -37,6 +37,9 @@ from docstatus.models import Cursor
 log = logging.getLogger("docstatus.dashboard")
 
 CATCH_UP_BATCH = 500
+# Pages every browser refreshes on every burst of events (the overview, the state machine) are
+# read at most once per this many seconds, whatever the number of browsers.
+SHARED_PAGE_TTL = 1.0
 # The functions each mode needs, to warn at start when the role cannot call them.
 ACTION_FUNCTIONS = ["docstatus.retry_document(bigint, text)", "docstatus.retry_failed_documents(text)",
                     "docstatus.reap_expired_jobs()",
@@ -82,6 +85,8 @@ class Dashboard:
         self.sessions = Sessions(settings.action_token if settings.actions else None)
         self.templates = _templates()
         self.fields_reader, self.blob_note = _blob_access(settings.blob_connection_string)
+        self._shared: dict[str, tuple[float, Cursor | None, Any]] = {}
+        self._shared_locks: dict[str, asyncio.Lock] = {}
 
     def render(self, request: Request, template: str, status_code: int = 200, *, since: Cursor | None = None,
                **context: Any) -> HTMLResponse:
@@ -93,10 +98,27 @@ class Dashboard:
             actions=self.settings.actions, signed_in=signed_in,
             csrf=self.sessions.csrf_token(session_id) if signed_in else "",  # type: ignore[arg-type]
             cursor="" if since is None else str(since), **context)
-        return HTMLResponse(page, status_code=status_code)
+        # The page's data includes every event up to here: the script fetches again when it has
+        # seen a later one (a shared read may be up to SHARED_PAGE_TTL old).
+        return HTMLResponse(page, status_code=status_code,
+                            headers={"X-Docstatus-Cursor": "" if since is None else str(since)})
 
     async def read(self, function: Callable[..., Any], *args: Any) -> Any:
         return await run_in_threadpool(function, self.client, *args)
+
+    async def shared_read(self, function: Callable[[Client], Any]) -> tuple[Cursor | None, Any]:
+        """``function``'s data and the hub cursor taken before it was read, read again only
+        when older than SHARED_PAGE_TTL: a hundred browsers refreshing at once cost one read."""
+        key = function.__name__
+        lock = self._shared_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._shared.get(key)
+            now = asyncio.get_running_loop().time()
+            if cached is None or now - cached[0] > SHARED_PAGE_TTL:
+                since = self.hub.cursor
+                cached = (now, since, await self.read(function))
+                self._shared[key] = cached
+            return cached[1], cached[2]
 
 
 def _blob_access(connection_string: str | None):
@@ -140,8 +162,7 @@ def create_app(settings: DashboardSettings) -> Starlette:
             await run_in_threadpool(dashboard.pool.close)
 
     async def overview(request: Request) -> Response:
-        since = dashboard.hub.cursor
-        data = await dashboard.read(views.overview)
+        since, data = await dashboard.shared_read(views.overview)
         return dashboard.render(request, "overview.html", since=since, **data)
 
     async def document_list(request: Request) -> Response:
@@ -172,8 +193,7 @@ def create_app(settings: DashboardSettings) -> Starlette:
         return dashboard.render(request, "document.html", since=since, blob_note=dashboard.blob_note, **data)
 
     async def state_machine(request: Request) -> Response:
-        since = dashboard.hub.cursor
-        data = await dashboard.read(views.state_machine)
+        since, data = await dashboard.shared_read(views.state_machine)
         return dashboard.render(request, "states.html", since=since, **data)
 
     async def events(request: Request) -> Response:

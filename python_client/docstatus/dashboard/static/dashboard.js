@@ -17,10 +17,25 @@
     pending = null;
     if (fetching) { pending = setTimeout(refresh, 300); return; }
     fetching = true;
+    let covers = "";
     fetch(main.dataset.refresh, {headers: {"Accept": "text/html"}, cache: "no-store"})
-      .then(function (response) { return response.ok ? response.text() : null; })
-      .then(function (html) { if (html !== null) main.innerHTML = html; })
+      .then(function (response) {
+        covers = response.headers.get("X-Docstatus-Cursor") || "";
+        return response.ok ? response.text() : null;
+      })
+      .then(function (html) {
+        if (html !== null) main.innerHTML = html;
+        // A shared read older than the last event seen: ask again shortly.
+        if (later(main.dataset.lastEvent, covers) && pending === null) pending = setTimeout(refresh, 1000);
+      })
       .finally(function () { fetching = false; });
+  }
+
+  // Cursors are "tx_id:event_id"; compared as pairs of integers.
+  function later(a, b) {
+    if (!a || !b) return false;
+    const x = a.split(":").map(BigInt), y = b.split(":").map(BigInt);
+    return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]);
   }
 
   const after = main.dataset.cursor ? "?after=" + encodeURIComponent(main.dataset.cursor) : "";
@@ -30,8 +45,8 @@
   source.addEventListener("reset", function () { window.location.reload(); });
   source.addEventListener("status", function (message) {
     const event = JSON.parse(message.data);
-    main.dataset.lastEvent = message.lastEventId;
     if (only !== null && event.document_id !== only) return;
+    main.dataset.lastEvent = message.lastEventId;
     if (pending === null) pending = setTimeout(refresh, 300);
   });
 })();
