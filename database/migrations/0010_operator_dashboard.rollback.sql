@@ -7,6 +7,7 @@ DROP FUNCTION docstatus.list_documents(text, text, text, text, timestamptz, time
                                        timestamptz, timestamptz, bigint, integer);
 DROP TYPE docstatus.document_list_entry;
 DROP INDEX docstatus.status_events_by_time;
+DROP INDEX docstatus.documents_failed;
 
 -- The role is cluster-wide (other databases may use it): only its rights here go.
 REVOKE EXECUTE ON FUNCTION docstatus.validate_document(bigint, boolean, text, text, bigint),

@@ -4,12 +4,18 @@
 -- depends: 0007_history_partitions
 
 ------------------------------------------------------------------------------------------------
--- History by time: documents_per_minute reads the last hour without reading the whole day
+-- Indexes: history by time (documents_per_minute), failed documents (list_documents)
 ------------------------------------------------------------------------------------------------
 
 -- BRIN: a few bytes per 128 pages, and an insert touches the summary of the last range only
 -- (events arrive in time order), so writers pay next to nothing for it.
 CREATE INDEX status_events_by_time ON docstatus.status_events USING brin (occurred_at);
+
+-- The document list filtered to failed documents, newest first: failed documents are few and
+-- spread over the whole table, so without this a page read every document (141 ms at a million
+-- in bench/dashboard.py). Status updates are not HOT anyway (documents_active_by_status covers
+-- the status columns), so a writer pays only when a document enters failed.
+CREATE INDEX documents_failed ON docstatus.documents (id) WHERE text_extraction_status = 'failed';
 
 ------------------------------------------------------------------------------------------------
 -- Reads
