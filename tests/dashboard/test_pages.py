@@ -123,3 +123,25 @@ def test_state_machine_page_draws_status_transitions_with_counts(start_dashboard
     assert ("uploaded", "queued") in edges and ("llm running", "completed") in edges
     assert ("queued", "completed") not in edges and ("completed", "queued") not in edges
     assert len(edges) == 11  # the four steps forward, five into failed, two out of it
+
+
+def test_document_page_shows_the_extracted_fields_from_the_blob_store(start_dashboard, client, azurite):
+    import json
+
+    from azure.storage.blob import BlobServiceClient
+
+    with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        container = service.get_container_client("docs")
+        if not container.exists():
+            container.create_container()
+        container.upload_blob("fields-1.json", json.dumps({"fields": {"invoice_number": "<b>42</b>",
+                                                                      "total": "13.50"}}), overwrite=True)
+    document_id = running(client)
+    client.mark_llm_running(document_id)
+    client.finish_job(document_id, "text-1.txt", "fields-1.json")
+    missing = completed(client)  # its fields blob was never written
+    served = start_dashboard(blob_connection_string=azurite.connection_string)
+    _, _, page = served.get(f"/documents/{document_id}")
+    assert "<td>invoice_number</td><td>&lt;b&gt;42&lt;/b&gt;</td>" in page and "<td>13.50</td>" in page
+    _, _, page = served.get(f"/documents/{missing}")
+    assert "The fields could not be read: ResourceNotFoundError" in page
