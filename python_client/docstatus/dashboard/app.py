@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from docstatus.client import Client
 from docstatus.dashboard import views
 from docstatus.dashboard.live import CLOSED, EventHub, sse_message
-from docstatus.dashboard.security import SESSION_COOKIE, Forbidden, SecurityHeaders, Sessions
+from docstatus.dashboard.security import SESSION_COOKIE, Forbidden, SecurityHeaders, Sessions, same_origin
 from docstatus.dashboard.settings import DashboardSettings
 from docstatus.errors import CursorTooOld, DocStatusError
 from docstatus.models import Cursor
@@ -217,8 +217,9 @@ def create_app(settings: DashboardSettings) -> Starlette:
         if not settings.actions:
             return PlainTextResponse("actions are off", status_code=403)
         form = await request.form()
-        from docstatus.dashboard.security import same_origin
-        session_id = dashboard.sessions.sign_in(str(form.get("token", ""))) if same_origin(request) else None
+        if not same_origin(request):
+            return PlainTextResponse("cross-origin request refused", status_code=403)
+        session_id = dashboard.sessions.sign_in(str(form.get("token", "")))
         if session_id is None:
             return dashboard.render(request, "login.html", 403, failed=True)
         response = RedirectResponse(_local(str(form.get("next", "/"))), status_code=303)
