@@ -115,3 +115,28 @@ def test_read_only_dashboard_cannot_write_even_through_its_pool(start_dashboard)
             pass
         else:
             raise AssertionError("a read-only dashboard wrote")
+
+
+def test_a_failed_subscriber_is_replaced_and_streams_lose_nothing(start_dashboard, client, conn):
+    served = start_dashboard()
+    hub = served.dashboard.hub
+    reader = SseReader(served.port)
+    uploaded(client)
+    assert len(reader.messages(2)) == 2
+    handed = hub._from_thread
+    calls = []
+
+    def fails_once(event):
+        calls.append(event.id)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the hand-over")
+        handed(event)
+
+    hub._from_thread = fails_once
+    queued(client)
+    uploaded(client)
+    expected = _all_event_ids(conn)[2:]
+    assert _ids(reader.messages(len(expected), timeout=30)) == expected
+    assert reader.next_message(timeout=1.0) is None
+    assert hub.restarts == 1 and calls[0] == calls[1]  # the failed event was handed again
+    reader.close()

@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 
+from docstatus.errors import CursorTooOld
 from docstatus.models import Cursor, StatusEvent
 from docstatus.subscriber import Subscriber
 
@@ -33,11 +34,18 @@ class EventHub:
     """Starts one Subscriber (from "now") and copies its events into every subscribed queue."""
 
     def __init__(self, dsn: str, poll_interval: float = 1.0) -> None:
+        self._dsn = dsn
+        self._poll_interval = poll_interval
         self._subscriber = Subscriber(dsn, poll_interval=poll_interval)
         self._queues: set[asyncio.Queue] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Just past the last event handed to the event loop: a restarted Subscriber starts here.
+        self._handed: Cursor | None = None
         self.delivered = 0
+        self.restarts = 0
 
     @property
     def subscriber(self) -> Subscriber:
@@ -50,15 +58,43 @@ class EventHub:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._subscriber.start(self._from_thread)
+        self._thread = threading.Thread(target=self._follow, name="docstatus-dashboard-hub", daemon=True)
+        self._thread.start()
 
     def wait_caught_up(self, timeout: float) -> bool:
         return self._subscriber.wait_caught_up(timeout)
 
     def stop(self) -> None:
         """Stops the Subscriber and ends every stream (call on the event loop)."""
+        self._stopping.set()
         self._subscriber.stop()
+        if self._thread is not None:
+            self._thread.join(10)
         self._close_streams()
+
+    def _follow(self) -> None:
+        """Hands every event to the loop; when the Subscriber fails, a new one resumes after
+        the last event handed over, so the streams still see each event once."""
+        while not self._stopping.is_set():
+            subscriber = self._subscriber
+            try:
+                for event in subscriber:
+                    self._from_thread(event)
+                    self._handed = event.cursor
+                return  # stopped
+            except CursorTooOld:
+                # History retention dropped what it had not read: start from now; each stream
+                # catches up from its own cursor and is told to reload if that is gone too.
+                log.error("the dashboard's subscriber fell behind the retained history; following from now")
+                since = None
+            except Exception:
+                log.exception("the dashboard's subscriber failed; starting a new one")
+                since = self._handed or subscriber.cursor
+            subscriber.stop()
+            if self._stopping.wait(1.0):
+                return
+            self.restarts += 1
+            self._subscriber = Subscriber(self._dsn, since=since, poll_interval=self._poll_interval)
 
     def close_streams(self) -> None:
         """Ends every open stream, from any thread: a server shutting down calls it first, so
