@@ -145,3 +145,11 @@ def test_document_page_shows_the_extracted_fields_from_the_blob_store(start_dash
     assert "<td>invoice_number</td><td>&lt;b&gt;42&lt;/b&gt;</td>" in page and "<td>13.50</td>" in page
     _, _, page = served.get(f"/documents/{missing}")
     assert "The fields could not be read: ResourceNotFoundError" in page
+
+
+def test_without_a_named_blob_store_the_fields_are_not_guessed(start_dashboard, client, monkeypatch):
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    document_id = completed(client)
+    served = start_dashboard()
+    _, _, page = served.get(f"/documents/{document_id}")
+    assert "start the dashboard with --blob-connection-string" in page and "could not be read" not in page

@@ -122,18 +122,24 @@ class Dashboard:
 
 
 def _blob_access(connection_string: str | None):
-    """A reader of result blobs when the dms extra is installed, else None and why not."""
+    """A reader of result blobs when the dms extra is installed and a store is named, else
+    None and why not."""
     try:
         import json
+        import os
 
         from azure.storage.blob import BlobServiceClient
 
-        from docstatus.dms.config import StoreConfig
+        from docstatus.dms.config import CONNECTION_STRING_ENV
     except ImportError:
         return None, "extracted fields need the dms extra: pip install 'docstatus[dms]'"
-    service = BlobServiceClient.from_connection_string(
-        connection_string or StoreConfig.from_env().connection_string, retry_total=0, connection_timeout=5,
-        read_timeout=5)
+    # Only a store somebody named: a guessed one (Azurite's default) would make every page of a
+    # finished document wait for a connection that cannot succeed.
+    connection_string = connection_string or os.environ.get(CONNECTION_STRING_ENV)
+    if not connection_string:
+        return None, f"start the dashboard with --blob-connection-string (or {CONNECTION_STRING_ENV}) to see the fields"
+    service = BlobServiceClient.from_connection_string(connection_string, retry_total=0, connection_timeout=5,
+                                                       read_timeout=5)
 
     def read_fields(container: str, name: str) -> dict:
         stored = json.loads(service.get_blob_client(container, name).download_blob(encoding="utf-8").readall())

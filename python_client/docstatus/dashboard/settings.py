@@ -14,8 +14,9 @@ class DashboardSettings:
     """``dsn``: the database, as a login role that is a member of docstatus_reader (read-only)
     or docstatus_operator (actions). ``action_token``: what an operator types to sign in for
     actions; actions are on only with ``allow_actions`` and a token. ``blob_connection_string``:
-    the blob store, for extracted fields and "validate again" (the dms extra); None: Azurite's
-    development account or $AZURE_STORAGE_CONNECTION_STRING, if the dms extra is installed."""
+    the blob store, for extracted fields and "validate again" (the dms extra); None:
+    $AZURE_STORAGE_CONNECTION_STRING, and without it no fields (validate again then tries
+    Azurite's development account, as ``docstatus retry`` does)."""
 
     dsn: str = ""
     allow_actions: bool = False

@@ -22,8 +22,8 @@ def state_counts(states: Sequence[DocumentStateInfo], counts: Sequence[StatusCou
     """Documents per state from the per-column counters (status_counts, no scan of documents).
 
     A state's count is that of a status only it has: its text_extraction_status when no other
-    state shares it, else its processing_status. document_states decides which, not this code;
-    a state with neither unique has no count (None is never produced for today's six)."""
+    state shares it, else its processing_status; document_states decides which, not this code.
+    A state with neither status of its own would get no entry (each of today's six has one)."""
     by_kind = {(str(c.kind), c.status): c.count for c in counts}
     result: dict[str, int] = {}
     for state in states:
