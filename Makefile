@@ -22,7 +22,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[all,test,notebook]'
+	$(PY) -m pip install --quiet -e '.[all,test,notebook,dashboard]'
 	touch $@
 
 # The test fixtures start a private PostgreSQL from the installed server binaries

@@ -19,6 +19,8 @@ from docstatus.client import (
     DEFAULT_EVENTS_LIMIT,
     DEFAULT_JOBS_LIMIT,
     DEFAULT_LEASE,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_RATE_PERIOD,
     DEFAULT_VALIDATION_LIMIT,
     _all,
     _first,
@@ -33,8 +35,10 @@ from docstatus.models import (
     ClaimedJob,
     Cursor,
     Document,
+    DocumentListEntry,
     DocumentOverview,
     DocumentResult,
+    DocumentsMinute,
     DocumentStateInfo,
     DocumentStateMove,
     EventDelivery,
@@ -177,6 +181,25 @@ class AsyncClient:
         return _one(ExtractionJob, await self._rows("retry_document", {
             "document_id": document_id, "idempotency_key": idempotency_key}))
 
+    @calls("retry_failed_documents")
+    async def retry_failed_documents(self, error_pattern: str) -> list[ExtractionJob]:
+        return _all(ExtractionJob, await self._rows("retry_failed_documents", {"error_pattern": error_pattern}))
+
+    @calls("list_documents")
+    async def list_documents(self, state: str | None = None, processing_status: str | None = None,
+                             mime_type: str | None = None, filename_contains: str | None = None,
+                             created_from: datetime | None = None, created_to: datetime | None = None,
+                             updated_from: datetime | None = None, updated_to: datetime | None = None,
+                             after_id: int | None = None, limit: int = DEFAULT_PAGE_SIZE) -> list[DocumentListEntry]:
+        return _all(DocumentListEntry, await self._rows("list_documents", {
+            "state": state, "processing_status": processing_status, "mime_type": mime_type,
+            "filename_contains": filename_contains, "created_from": created_from, "created_to": created_to,
+            "updated_from": updated_from, "updated_to": updated_to, "after_id": after_id, "limit": limit}))
+
+    @calls("documents_per_minute")
+    async def documents_per_minute(self, period: timedelta = DEFAULT_RATE_PERIOD) -> list[DocumentsMinute]:
+        return _all(DocumentsMinute, await self._rows("documents_per_minute", {"period": period}))
+
     @calls("reap_expired_jobs")
     async def reap_expired_jobs(self) -> list[ExtractionJob]:
         return _all(ExtractionJob, await self._rows("reap_expired_jobs"))
@@ -287,6 +310,9 @@ class AsyncClient:
     async def stage_snapshot(self, stages: list[str]) -> tuple[Cursor, list[StageEntry]]:
         rows = await self._rows("stage_snapshot", {"stages": stages})
         return _stage_snapshot(rows)
+
+    async def may_execute(self, functions: list[str]) -> dict[str, bool]:
+        return dict(await self._rows("may_execute", {"functions": functions}))
 
     async def in_recovery(self) -> bool:
         return _scalar(await self._rows("in_recovery"))

@@ -63,6 +63,7 @@ main.lazy_commands.update({
     "diagram": ("docstatus.diagram.cli:diagram", None),
     "upload": ("docstatus.dms.cli:upload", "dms"),
     "worker": ("docstatus.pipeline.cli:worker", "worker"),
+    "dashboard": ("docstatus.dashboard.command:dashboard", "dashboard"),
     **{name: (f"docstatus.ops.commands:{name}", "ops")  # status, show, jobs, ...: operations
        for name in ("status", "show", "jobs", "stuck", "failures", "retry", "watch", "reap", "metrics")},
 })

@@ -49,8 +49,10 @@ from docstatus.models import (
     ClaimedJob,
     Cursor,
     Document,
+    DocumentListEntry,
     DocumentOverview,
     DocumentResult,
+    DocumentsMinute,
     DocumentStateInfo,
     DocumentStateMove,
     EventDelivery,
@@ -78,6 +80,9 @@ DEFAULT_EVENTS_LIMIT = 1000
 # Listing defaults of the read helpers (no SQL function behind them).
 DEFAULT_JOBS_LIMIT = 100
 DEFAULT_VALIDATION_LIMIT = 1000
+# The SQL defaults of list_documents and documents_per_minute.
+DEFAULT_PAGE_SIZE = 50
+DEFAULT_RATE_PERIOD = timedelta(hours=1)
 
 _IDLE = pq.TransactionStatus.IDLE
 
@@ -249,6 +254,29 @@ class Client:
         return _one(ExtractionJob, self._rows("retry_document", {
             "document_id": document_id, "idempotency_key": idempotency_key}))
 
+    @calls("retry_failed_documents")
+    def retry_failed_documents(self, error_pattern: str) -> list[ExtractionJob]:
+        """retry_document for every failed document whose latest job failed with ``error_pattern``
+        (as ``failure_summary`` spells it); the new jobs, in document order. All or nothing."""
+        return _all(ExtractionJob, self._rows("retry_failed_documents", {"error_pattern": error_pattern}))
+
+    @calls("list_documents")
+    def list_documents(self, state: str | None = None, processing_status: str | None = None,
+                       mime_type: str | None = None, filename_contains: str | None = None,
+                       created_from: datetime | None = None, created_to: datetime | None = None,
+                       updated_from: datetime | None = None, updated_to: datetime | None = None,
+                       after_id: int | None = None, limit: int = DEFAULT_PAGE_SIZE) -> list[DocumentListEntry]:
+        """Documents newest first, filtered; the next page starts ``after_id`` = this page's last id."""
+        return _all(DocumentListEntry, self._rows("list_documents", {
+            "state": state, "processing_status": processing_status, "mime_type": mime_type,
+            "filename_contains": filename_contains, "created_from": created_from, "created_to": created_to,
+            "updated_from": updated_from, "updated_to": updated_to, "after_id": after_id, "limit": limit}))
+
+    @calls("documents_per_minute")
+    def documents_per_minute(self, period: timedelta = DEFAULT_RATE_PERIOD) -> list[DocumentsMinute]:
+        """Documents registered and ended per minute over the last ``period``, oldest minute first."""
+        return _all(DocumentsMinute, self._rows("documents_per_minute", {"period": period}))
+
     @calls("reap_expired_jobs")
     def reap_expired_jobs(self) -> list[ExtractionJob]:
         """Ends every job whose lease ran out and returns them (retrying below max_attempts)."""
@@ -399,6 +427,11 @@ class Client:
         return _stage_snapshot(rows)
 
     # --- read helpers -----------------------------------------------------------------------
+
+    def may_execute(self, functions: list[str]) -> dict[str, bool]:
+        """For each function signature ('docstatus.retry_document(bigint, text)'), whether the
+        connected role may call it."""
+        return dict(self._rows("may_execute", {"functions": functions}))
 
     def in_recovery(self) -> bool:
         """Whether this server is a hot standby (``pg_is_in_recovery()``): reads only."""

@@ -480,3 +480,51 @@ class StageEntry:
     document_id: int
     processing_status: ProcessingStatus
     status_entered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentListEntry:
+    """A row of ``docstatus.list_documents``: a document, its state and both statuses."""
+
+    document_id: int
+    filename: str
+    mime_type: str | None
+    size_bytes: int | None
+    state: DocumentState
+    text_extraction_status: TextExtractionStatus
+    processing_status: ProcessingStatus
+    status_reason: str | None
+    status_entered_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: tuple) -> DocumentListEntry:
+        return cls(*row[0:4], DocumentState(row[4]), TextExtractionStatus(row[5]), ProcessingStatus(row[6]),
+                   *row[7:11])
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentsMinute:
+    """A row of ``docstatus.documents_per_minute``: documents registered and ended in one minute."""
+
+    minute: datetime
+    entered: int
+    ended: int
+
+    @classmethod
+    def from_row(cls, row: tuple) -> DocumentsMinute:
+        return cls(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusTransition:
+    """A row of ``docstatus.status_transitions``: one allowed edge of the status graph."""
+
+    kind: EventKind
+    from_status: str
+    to_status: str
+
+    @classmethod
+    def from_row(cls, row: tuple) -> StatusTransition:
+        return cls(EventKind(row[0]), row[1], row[2])

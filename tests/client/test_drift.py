@@ -21,8 +21,10 @@ from docstatus import (
 )
 from docstatus.models import (
     ClaimedJob,
+    DocumentListEntry,
     DocumentOverview,
     DocumentResult,
+    DocumentsMinute,
     DocumentState,
     DocumentStateInfo,
     FailurePattern,
@@ -122,6 +124,7 @@ def test_client_parameters_mirror_sql_names_and_defaults(conn):
     (DocumentResult, "document_results"), (StatusCount, "status_counts"), (DocumentOverview, "document_overview"),
     (FailurePattern, "failure_summary"), (StuckAlert, "stuck_alerts"), (DocumentStateInfo, "document_states"),
     (ClaimedJob, "claimed_job"), (MaintenanceAction, "maintenance_action"),
+    (DocumentListEntry, "document_list_entry"), (DocumentsMinute, "documents_minute"),
     (StatusTransition, "status_transitions"),
 ])
 def test_models_have_exactly_the_columns(conn, model, relation):

@@ -13,7 +13,7 @@ from docstatus.lazy_commands import missing_distributions
 
 def test_every_lazy_command_loads_under_its_name_and_names_a_declared_extra():
     declared = metadata.metadata("docstatus").get_all("Provides-Extra")
-    assert {"dms", "worker", "ops", "all", "test"} <= set(declared)
+    assert {"dms", "worker", "ops", "dashboard", "all", "test"} <= set(declared)
     context = click.Context(main)
     for name, (_, extra) in main.lazy_commands.items():
         assert extra is None or extra in declared, (name, extra)
@@ -23,8 +23,8 @@ def test_every_lazy_command_loads_under_its_name_and_names_a_declared_extra():
 
 
 def test_a_complete_install_misses_nothing_and_an_unknown_extra_is_an_error():
-    # `make venv` installs .[all,test]; `worker` pulls in `dms` through docstatus[dms].
-    for extra in ("dms", "worker", "ops", "all"):
+    # `make venv` installs .[all,test,dashboard]; `worker` pulls in `dms` through docstatus[dms].
+    for extra in ("dms", "worker", "ops", "dashboard", "all"):
         assert missing_distributions(extra) == ()
     with pytest.raises(LookupError, match="no extra 'nosuch'"):
         missing_distributions("nosuch")

@@ -102,6 +102,10 @@ def test_the_sdist_and_the_wheel_carry_the_sql(release):
         in_wheel = set(wheel.namelist())
     assert {f"docstatus/_{name}" for name in sql} <= in_wheel
     assert {"docstatus/py.typed", "docstatus/__main__.py"} <= in_wheel
+    dashboard = REPO_ROOT / "python_client/docstatus/dashboard"
+    assets = {f"docstatus/dashboard/{path.relative_to(dashboard)}" for folder in ("templates", "static")
+              for path in (dashboard / folder).iterdir()}
+    assert assets and assets <= in_wheel
 
 
 def test_core_install_imports_without_the_extras(core):
@@ -147,6 +151,7 @@ def test_core_install_prints_schema_sql_and_its_version(core):
 @pytest.mark.parametrize(("args", "extra"), [
     (["upload", "--help"], "dms"), (["upload", "a.pdf"], "dms"), (["worker", "--once"], "worker"),
     (["status", "--json"], "ops"), (["metrics", "--port", "0"], "ops"),
+    (["dashboard", "--port", "0"], "dashboard"),
 ])
 def test_core_install_names_the_missing_extra_in_one_line(core, args, extra):
     result = core.docstatus(*args)
