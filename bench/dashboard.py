@@ -34,9 +34,9 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import dsn_argument, scratch_database  # noqa: E402
-from soak import BATCH, check_invariants, columns  # noqa: E402
-from psycopg import sql  # noqa: E402
+from psycopg import sql
+from scratch import dsn_argument, scratch_database
+from soak import BATCH, check_invariants, columns
 
 ERRORS = ["OCR engine crashed: timeout after {} s", "LLM returned invalid JSON at byte {}", "disk full on /dev/sd{}"]
 
@@ -220,7 +220,8 @@ def stream_latency(served: Served, dsn: str, clients: int, changes: int) -> list
 
 INDEXES = {
     "status_events_by_time": "CREATE INDEX status_events_by_time ON docstatus.status_events USING brin (occurred_at)",
-    "documents_failed": "CREATE INDEX documents_failed ON docstatus.documents (id) WHERE text_extraction_status = 'failed'",
+    "documents_failed": "CREATE INDEX documents_failed ON docstatus.documents (id)"
+                        " WHERE text_extraction_status = 'failed'",
 }
 
 

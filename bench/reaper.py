@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import psycopg
-
 from scratch import dsn_argument, scratch_database
 
 BENCH_DB = "docstatus_bench_reaper"

@@ -98,7 +98,7 @@ def stage_stays(client: Client, documents: dict[int, str]) -> list[StageStay]:
     stays = []
     for document_id, label in documents.items():
         events = [event for event in client.history(document_id) if event.kind == "processing"]
-        for entered, left in zip(events, events[1:]):
+        for entered, left in zip(events, events[1:], strict=False):
             if entered.to_status in STAGES:
                 stays.append(StageStay(label, str(entered.to_status), entered.occurred_at, left.occurred_at))
     return stays

@@ -19,7 +19,7 @@ import psycopg.conninfo
 import yoyo  # type: ignore[import-untyped]  # yoyo-migrations ships no types
 
 from docstatus import database_files
-from docstatus.migrations_folder import NotAMigrationsFolder, private_copy
+from docstatus.migrations_folder import private_copy
 
 MIGRATIONS_DIR_ENV = "DOCSTATUS_MIGRATIONS_DIR"
 

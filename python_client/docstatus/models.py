@@ -515,16 +515,3 @@ class DocumentsMinute:
     @classmethod
     def from_row(cls, row: tuple) -> DocumentsMinute:
         return cls(*row)
-
-
-@dataclass(frozen=True, slots=True)
-class StatusTransition:
-    """A row of ``docstatus.status_transitions``: one allowed edge of the status graph."""
-
-    kind: EventKind
-    from_status: str
-    to_status: str
-
-    @classmethod
-    def from_row(cls, row: tuple) -> StatusTransition:
-        return cls(EventKind(row[0]), row[1], row[2])

@@ -15,7 +15,8 @@ import click
 from docstatus.dms.config import CONNECTION_STRING_ENV, DSN_ENV
 
 __all__ = [
-    "EXIT_NOT_FOUND", "EXIT_SOME_NOT_DONE", "blob_connection_string_option", "blob_timeout_options", "dsn_option", "json_option",
+    "EXIT_NOT_FOUND", "EXIT_SOME_NOT_DONE", "blob_connection_string_option", "blob_timeout_options", "dsn_option",
+    "json_option",
 ]
 
 # Exit statuses beside click's 1 (an error) and 2 (bad usage): an unknown document is a bad

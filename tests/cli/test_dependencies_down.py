@@ -72,8 +72,8 @@ def _documents(conn) -> int:
 def test_upload_with_the_blob_store_down_fails_fast_and_registers_nothing(db_dsn, conn, closed_port,
                                                                          blackhole_port, where):
     port = closed_port if where == "closed" else blackhole_port
-    code, lines, seconds = run("upload", str(DATA / "invoice.txt"),
-                               env={"DOCSTATUS_DSN": db_dsn, "AZURE_STORAGE_CONNECTION_STRING": connection_string(port)})
+    env = {"DOCSTATUS_DSN": db_dsn, "AZURE_STORAGE_CONNECTION_STRING": connection_string(port)}
+    code, lines, seconds = run("upload", str(DATA / "invoice.txt"), env=env)
     print(f"\nupload, blob store {where}: exit {code} after {seconds:.2f}s")
     assert code == 1
     assert lines == [f"Error: cannot reach the blob store at http://127.0.0.1:{port}/devstoreaccount1: "

@@ -109,10 +109,10 @@ def start_dashboard(db_dsn: str) -> Iterator[Callable[..., Served]]:
         return Served(f"http://127.0.0.1:{port}", port, app)
 
     yield start
-    for server, thread in started:
+    for server, _thread in started:
         server.config.app.state.dashboard.hub.close_streams()
         server.should_exit = True
-    for server, thread in started:
+    for _server, thread in started:
         thread.join(15)
         assert not thread.is_alive(), "the dashboard did not stop"
 

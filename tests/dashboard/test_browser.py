@@ -81,7 +81,7 @@ def test_malicious_filename_renders_as_text(browser, start_dashboard, client):
     for path in ("/documents", f"/documents/{document_id}", "/"):
         browser.get(served.url + path)
         with pytest.raises(NoAlertPresentException):
-            browser.switch_to.alert.text
+            _ = browser.switch_to.alert.text
     browser.get(f"{served.url}/documents/{document_id}")
     assert browser.find_element(By.CSS_SELECTOR, "h1 .filename").text == MALICIOUS
     assert browser.execute_script("return document.querySelectorAll('main script').length") == 0

@@ -60,7 +60,7 @@ def test_killed_listener_loses_and_repeats_nothing(start_dashboard, client, conn
     reader = SseReader(served.port)
     queued(client)
     subscriber = served.dashboard.hub.subscriber
-    for round_ in range(3):
+    for _round in range(3):
         pid = subscriber.backend_pid
         assert pid is not None
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))

@@ -66,7 +66,8 @@ def printed_lines(notebook) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tesseract") is None,
-                    reason="the notebook's retry reads a scan with Tesseract (Debian: tesseract-ocr, which .ci/run installs)")
+                    reason="the notebook's retry reads a scan with Tesseract "
+                           "(Debian: tesseract-ocr, which .ci/run installs)")
 def test_notebook_runs_top_to_bottom_and_prints_the_seeds_facts(db_dsn, azurite, conn, tmp_path):
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DOCSTATUS_LLM")}
     environment.pop("MPLBACKEND", None)  # the kernel's inline backend puts the chart in the output

@@ -23,7 +23,8 @@ def _pending_untouched(dsn: str, document_ids: list[int]) -> None:
     with Client.connect(dsn) as client:
         for document_id in document_ids:
             jobs = client.list_jobs(document_id)
-            assert [(job.attempt, str(job.status), job.worker_id) for job in jobs] == [(1, "pending extraction", None)], jobs
+            described = [(job.attempt, str(job.status), job.worker_id) for job in jobs]
+            assert described == [(1, "pending extraction", None)], jobs
             assert str(client.require_document(document_id).text_extraction_status) == "ready"
 
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from docstatus import Client
 from docstatus.errors import InvalidArgument
@@ -98,14 +99,14 @@ def test_a_job_that_cannot_be_reaped_does_not_stop_the_others(conn):
     docs = [make_document(conn, OCR) for _ in range(3)]
     bad_job = conn.execute("SELECT id FROM docstatus.extraction_jobs WHERE document_id = %s", (docs[1],)).fetchone()[0]
     # A failure only this job's reaping meets (as the overflow did for one document).
-    conn.execute("""
+    conn.execute(sql.SQL("""
         CREATE FUNCTION public.refuse_one_job() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF OLD.id = %s AND NEW.status = 'failed' THEN
+            IF OLD.id = {} AND NEW.status = 'failed' THEN
                 RAISE EXCEPTION 'interval out of range' USING ERRCODE = '22008';
             END IF;
             RETURN NEW;
-        END $$""" % int(bad_job))
+        END $$""").format(sql.Literal(int(bad_job))))
     conn.execute("CREATE TRIGGER refuse_one_job BEFORE UPDATE ON docstatus.extraction_jobs"
                  " FOR EACH ROW EXECUTE FUNCTION public.refuse_one_job()")
     for doc_id in docs:
@@ -131,12 +132,12 @@ def test_run_maintenance_reaps_the_others_too(conn):
     bad_job = conn.execute("SELECT id FROM docstatus.extraction_jobs WHERE document_id = %s", (docs[0],)).fetchone()[0]
     for doc_id in docs:
         expire(conn, doc_id)
-    conn.execute("""
+    conn.execute(sql.SQL("""
         CREATE FUNCTION public.refuse_one_job() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF OLD.id = %s THEN RAISE EXCEPTION 'no'; END IF;
+            IF OLD.id = {} THEN RAISE EXCEPTION 'no'; END IF;
             RETURN NEW;
-        END $$""" % int(bad_job))
+        END $$""").format(sql.Literal(int(bad_job))))
     conn.execute("CREATE TRIGGER refuse_one_job BEFORE UPDATE ON docstatus.extraction_jobs"
                  " FOR EACH ROW EXECUTE FUNCTION public.refuse_one_job()")
     actions = conn.execute("SELECT action, document_id FROM docstatus.run_maintenance(false)").fetchall()
@@ -214,9 +215,9 @@ def test_worker_ids_are_bounded_and_non_blank(conn, worker_id):
         ("SELECT docstatus.mark_attempt_failed(%s, 'e', %s)", (held, worker_id)),
         ("SELECT docstatus.mark_processing_failed(%s, 'e', %s)", (held, worker_id)),
     ]
-    for sql, params in calls:
-        error = error_of(lambda sql=sql, params=params: conn.execute(sql, params))
-        assert error.sqlstate == "DS003" and str(error).startswith("worker id"), (sql, str(error))
+    for statement, params in calls:
+        error = error_of(lambda statement=statement, params=params: conn.execute(statement, params))
+        assert error.sqlstate == "DS003" and str(error).startswith("worker id"), (statement, str(error))
     assert document_state(conn, held) == OCR
     assert conn.execute("SELECT count(*) FROM docstatus.extraction_jobs WHERE worker_id IS NOT NULL").fetchone()[0] == 1
 

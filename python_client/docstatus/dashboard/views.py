@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from docstatus.client import Client
 from docstatus.dashboard import charts
@@ -30,7 +30,8 @@ def state_counts(states: Sequence[DocumentStateInfo], counts: Sequence[StatusCou
         shared_text = sum(s.text_extraction_status == state.text_extraction_status for s in states) > 1
         shared_stage = sum(s.processing_status == state.processing_status for s in states) > 1
         if not shared_text:
-            result[str(state.state)] = by_kind.get((EventKind.TEXT_EXTRACTION.value, str(state.text_extraction_status)), 0)
+            text_key = (EventKind.TEXT_EXTRACTION.value, str(state.text_extraction_status))
+            result[str(state.state)] = by_kind.get(text_key, 0)
         elif not shared_stage:
             result[str(state.state)] = by_kind.get((EventKind.PROCESSING.value, str(state.processing_status)), 0)
     return result
@@ -102,7 +103,7 @@ def _time(name: str, value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(f"{name}: not a date or time ({value!r}); use 2026-12-04 or 2026-12-04T10:30") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def documents(client: Client, filters: ListFilters, after_id: int | None, page_size: int) -> dict:
@@ -118,7 +119,7 @@ def document(client: Client, document_id: int, fields_reader=None) -> dict | Non
     overview = client.document_overview(document_id)
     if overview is None:
         return None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     history = client.history(document_id)
     timeline = charts.stages(history, now)
     result = client.current_result(document_id)
@@ -126,7 +127,7 @@ def document(client: Client, document_id: int, fields_reader=None) -> dict | Non
     if result is not None and fields_reader is not None:
         try:
             fields = fields_reader(result.blob_container, result.fields_blob)
-        except Exception as exc:  # the store is down or the blob is gone: say so, show the rest
+        except Exception as exc:  # noqa: BLE001 - the store is down or the blob is gone: say so, show the rest
             fields_error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
     return {
         "doc": overview,

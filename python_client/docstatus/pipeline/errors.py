@@ -76,6 +76,6 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 __all__ = [
-    "BlobMissing", "BlobStoreUnreachable", "LlmError", "LlmReplyError", "LlmRequestError", "LlmTimeout", "LlmUnavailable", "NoTextFound",
-    "OcrEngineNotInstalled", "OcrError", "RetryableError", "UnsupportedDocumentType", "is_retryable",
+    "BlobMissing", "BlobStoreUnreachable", "LlmError", "LlmReplyError", "LlmRequestError", "LlmTimeout", "LlmUnavailable",
+    "NoTextFound", "OcrEngineNotInstalled", "OcrError", "RetryableError", "UnsupportedDocumentType", "is_retryable",
 ]
