@@ -131,3 +131,7 @@ DROP TABLE docstatus.notify_throttle;
 ALTER TABLE docstatus.settings DROP COLUMN notify_mode, DROP COLUMN notify_interval;
 REVOKE ALL ON FUNCTION docstatus._record_event(bigint, bigint, text, text, text, text, boolean),
                        docstatus._documents_hold_job_on_ocr() FROM PUBLIC;
+
+ALTER TABLE docstatus.status_events DROP CONSTRAINT status_events_pkey;
+ALTER TABLE docstatus.status_events ADD PRIMARY KEY (id, occurred_at);
+CREATE INDEX status_events_by_document ON docstatus.status_events (document_id, id);

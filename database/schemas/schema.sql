@@ -301,7 +301,8 @@ CREATE TABLE docstatus.status_events (
     detail      text,
     -- The partition key: retention drops whole periods.
     occurred_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (id, occurred_at),
+    -- Leads with document_id: it also reads a document's history in id order (no second index).
+    PRIMARY KEY (document_id, id, occurred_at),
     CONSTRAINT status_events_check CHECK ((kind = 'job') = (job_id IS NOT NULL))
 ) PARTITION BY RANGE (occurred_at);
 COMMENT ON TABLE docstatus.status_events IS
@@ -327,8 +328,6 @@ COMMENT ON TABLE docstatus.history_horizon IS
 INSERT INTO docstatus.history_horizon DEFAULT VALUES;
 
 CREATE INDEX status_events_cursor ON docstatus.status_events (tx_id, id);
-
-CREATE INDEX status_events_by_document ON docstatus.status_events (document_id, id);
 
 CREATE TABLE docstatus.document_results (
     -- No foreign keys, as in status_events: documents and jobs are never deleted (_refuse_delete),
