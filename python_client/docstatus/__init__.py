@@ -35,6 +35,7 @@ from docstatus.models import (
     StatusEvent,
     StuckAlert,
     StuckDocument,
+    Upload,
     TextExtractionStatus,
 )
 from docstatus.subscriber import Subscriber
@@ -70,6 +71,7 @@ __all__ = [
     "StatusEvent",
     "StuckAlert",
     "StuckDocument",
+    "Upload",
     "Subscriber",
     "TextExtractionStatus",
 ]

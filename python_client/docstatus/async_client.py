@@ -7,6 +7,7 @@ keeps the two signature for signature alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from docstatus.errors import translated
 from docstatus.models import (
     ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
     ExtractionJob, FailurePattern, HistoryMaintenance, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
-    StatusEvent, StuckAlert, StuckDocument,
+    StatusEvent, StuckAlert, StuckDocument, Upload,
 )
 
 __all__ = ["AsyncClient"]
@@ -87,6 +88,15 @@ class AsyncClient:
         return _one(Document, await self._rows("register_document", {
             "blob_container": blob_container, "blob_name": blob_name, "filename": filename,
             "mime_type": mime_type, "size_bytes": size_bytes}))
+
+    @calls("register_documents")
+    async def register_documents(self, uploads: Sequence[Upload]) -> list[Document]:
+        """register_document for many blobs in one call (one transaction): a row per upload, in
+        their order; a blob already registered returns its existing row."""
+        return _all(Document, await self._rows("register_documents", {
+            "blob_containers": [u.blob_container for u in uploads], "blob_names": [u.blob_name for u in uploads],
+            "filenames": [u.filename for u in uploads], "mime_types": [u.mime_type for u in uploads],
+            "size_bytes": [u.size_bytes for u in uploads]}))
 
     @calls("validate_document")
     async def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None,

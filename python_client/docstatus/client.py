@@ -34,7 +34,7 @@ methods and hold no SQL of their own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, TypeVar
@@ -148,6 +148,15 @@ class Client:
         return _one(Document, self._rows("register_document", {
             "blob_container": blob_container, "blob_name": blob_name, "filename": filename,
             "mime_type": mime_type, "size_bytes": size_bytes}))
+
+    @calls("register_documents")
+    def register_documents(self, uploads: Sequence[Upload]) -> list[Document]:
+        """register_document for many blobs in one call (one transaction): a row per upload, in
+        their order; a blob already registered returns its existing row."""
+        return _all(Document, self._rows("register_documents", {
+            "blob_containers": [u.blob_container for u in uploads], "blob_names": [u.blob_name for u in uploads],
+            "filenames": [u.filename for u in uploads], "mime_types": [u.mime_type for u in uploads],
+            "size_bytes": [u.size_bytes for u in uploads]}))
 
     @calls("validate_document")
     def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None,
