@@ -35,7 +35,6 @@ from docstatus.models import (
     StatusEvent,
     StuckAlert,
     StuckDocument,
-    Upload,
     TextExtractionStatus,
 )
 from docstatus.subscriber import Subscriber
@@ -71,7 +70,6 @@ __all__ = [
     "StatusEvent",
     "StuckAlert",
     "StuckDocument",
-    "Upload",
     "Subscriber",
     "TextExtractionStatus",
 ]

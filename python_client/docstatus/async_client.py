@@ -23,7 +23,7 @@ from docstatus.errors import translated
 from docstatus.models import (
     ClaimedJob, Cursor, Document, DocumentOverview, DocumentResult, DocumentStateInfo, EventDelivery,
     ExtractionJob, FailurePattern, HistoryMaintenance, JobOverview, MaintenanceAction, RetryCandidate, StageEntry, StatusCount,
-    StatusEvent, StuckAlert, StuckDocument, Upload,
+    StatusEvent, StuckAlert, StuckDocument,
 )
 
 __all__ = ["AsyncClient"]
@@ -90,13 +90,16 @@ class AsyncClient:
             "mime_type": mime_type, "size_bytes": size_bytes}))
 
     @calls("register_documents")
-    async def register_documents(self, uploads: Sequence[Upload]) -> list[Document]:
-        """register_document for many blobs in one call (one transaction): a row per upload, in
-        their order; a blob already registered returns its existing row."""
+    async def register_documents(self, blob_containers: Sequence[str], blob_names: Sequence[str],
+                                 filenames: Sequence[str], mime_types: Sequence[str | None] | None = None,
+                                 size_bytes: Sequence[int | None] | None = None) -> list[Document]:
+        """register_document for many blobs in one call (one transaction): element i of each
+        sequence is one blob; a row per blob, in their order; a blob already registered returns
+        its existing row. InvalidArgument (nothing registered) for sequences of unequal length."""
         return _all(Document, await self._rows("register_documents", {
-            "blob_containers": [u.blob_container for u in uploads], "blob_names": [u.blob_name for u in uploads],
-            "filenames": [u.filename for u in uploads], "mime_types": [u.mime_type for u in uploads],
-            "size_bytes": [u.size_bytes for u in uploads]}))
+            "blob_containers": list(blob_containers), "blob_names": list(blob_names),
+            "filenames": list(filenames), "mime_types": None if mime_types is None else list(mime_types),
+            "size_bytes": None if size_bytes is None else list(size_bytes)}))
 
     @calls("validate_document")
     async def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None,

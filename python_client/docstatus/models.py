@@ -94,16 +94,6 @@ class Cursor(NamedTuple):
         return cls(0, 0)
 
 
-class Upload(NamedTuple):
-    """One blob for ``Client.register_documents``: register_document's arguments."""
-
-    blob_container: str
-    blob_name: str
-    filename: str
-    mime_type: str | None = None
-    size_bytes: int | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class Document:
     """A row of ``docstatus.documents``."""
