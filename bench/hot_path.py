@@ -304,6 +304,21 @@ def report(results, client_counts, new_modes, old_modes, args) -> None:
         tps = " / ".join(f"{results[(key, c)].tps:.0f}" for c in client_counts)
         print(f"| {key} | {tps} | {cpu * 1000:.2f} | {cpu / bare_cpu:.2f} | {wal / 1024:.1f} | {wal / bare_wal:.2f} |")
 
+    print("\nA worker's database path per document (claim with OCR started, llm, done: three transactions):\n")
+    print("| path | ms per document at 1 client | documents/s at " + "/".join(map(str, client_counts))
+          + " | CPU ms | x bare | WAL KB | x bare |")
+    print("|---|---|---|---|---|---|---|")
+    bare = [results[("bare claim+finish", c)] for c in client_counts]
+    bare_cpu = sum(r.cpu_per_unit for r in bare) / len(bare)
+    bare_wal = sum(r.wal_per_unit for r in bare) / len(bare)
+    for key in ("bare claim+finish", "new claim+finish", "old claim+finish"):
+        runs = [results[(key, c)] for c in client_counts]
+        cpu = sum(r.cpu_per_unit for r in runs) / len(runs)
+        wal = sum(r.wal_per_unit for r in runs) / len(runs)
+        tps = " / ".join(f"{r.tps:.0f}" for r in runs)
+        print(f"| {key} | {1000 / runs[0].tps:.2f} | {tps} | {cpu * 1000:.2f} | {cpu / bare_cpu:.2f} "
+              f"| {wal / 1024:.1f} | {wal / bare_wal:.2f} |")
+
 
 if __name__ == "__main__":
     sys.exit(main())
