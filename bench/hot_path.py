@@ -234,7 +234,7 @@ def main() -> int:
     parser.add_argument("--baseline-ref", default="main", help="git ref whose schema.sql is the old code")
     parser.add_argument("--seconds", type=int, default=5, help="length of one pgbench run")
     parser.add_argument("--clients", default="1,2,4")
-    parser.add_argument("--queue", type=int, default=15000, help="ready documents for claim+finish")
+    parser.add_argument("--queue", type=int, default=12000, help="ready documents added before each claim+finish run")
     args = parser.parse_args()
     client_counts = [int(c) for c in args.clients.split(",")]
     bindir = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
@@ -247,8 +247,6 @@ def main() -> int:
     try:
         install(cluster, "new", new_schema)
         install(cluster, "old", old_schema)
-        for dbname in ("new", "old"):
-            fill(cluster, dbname, args.queue)
         drains = [Drain(cluster.dsn(db)) for db in ("new", "old")]
         for drain in drains:
             drain.start()
@@ -267,6 +265,8 @@ def main() -> int:
                 results[(f"old lifecycle {mode}", clients)] = pgbench(cluster, "old", API_LIFECYCLE, clients, args.seconds)
             set_mode(cluster, "new", "each", new=True)
             set_mode(cluster, "old", "on", new=False)
+            for dbname in ("new", "old"):  # a full queue for each claim+finish run
+                fill(cluster, dbname, args.queue)
             results[("bare claim+finish", clients)] = pgbench(cluster, "new", BARE_CLAIM_FINISH, clients, args.seconds)
             results[("new claim+finish", clients)] = pgbench(cluster, "new", API_CLAIM_FINISH, clients, args.seconds)
             results[("old claim+finish", clients)] = pgbench(cluster, "old", API_CLAIM_FINISH, clients, args.seconds)
