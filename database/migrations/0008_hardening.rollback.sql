@@ -23,8 +23,8 @@ BEGIN
 END;
 $$;
 
-DROP TRIGGER _900_cap_error_message ON docstatus.extraction_jobs;
-DROP TRIGGER _900_cap_status_reason ON docstatus.documents;
+DROP TRIGGER _050_cap_error_message ON docstatus.extraction_jobs;
+DROP TRIGGER _050_cap_status_reason ON docstatus.documents;
 ALTER TABLE docstatus.extraction_jobs
     DROP CONSTRAINT extraction_jobs_error_message_capped,
     DROP CONSTRAINT extraction_jobs_idempotency_key_text,

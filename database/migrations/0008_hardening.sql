@@ -116,11 +116,11 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._cap_status_reason IS 'Internal trigger: status_reason keeps its first 4096 bytes.';
 
--- Fired only for a text over the limit (the WHEN clause costs no function call), last of the
--- BEFORE triggers.
-CREATE TRIGGER _900_cap_error_message BEFORE INSERT OR UPDATE OF error_message ON docstatus.extraction_jobs
+-- Fired only for a text over the limit (the WHEN clause costs no function call), first of the
+-- BEFORE triggers: the triggers after it (the history written with the change) see the capped text.
+CREATE TRIGGER _050_cap_error_message BEFORE INSERT OR UPDATE OF error_message ON docstatus.extraction_jobs
     FOR EACH ROW WHEN (octet_length(NEW.error_message) > 4096) EXECUTE FUNCTION docstatus._cap_error_message();
-CREATE TRIGGER _900_cap_status_reason BEFORE INSERT OR UPDATE OF status_reason ON docstatus.documents
+CREATE TRIGGER _050_cap_status_reason BEFORE INSERT OR UPDATE OF status_reason ON docstatus.documents
     FOR EACH ROW WHEN (octet_length(NEW.status_reason) > 4096) EXECUTE FUNCTION docstatus._cap_status_reason();
 
 -- Rows written before: capped by the triggers above (the statuses do not change).

@@ -62,7 +62,11 @@ CREATE TABLE docstatus.settings (
     -- status_events: partitions of one period, dropped whole after the retention (NULL: kept).
     history_retention interval DEFAULT '90 days' CHECK (history_retention > interval '0'),
     history_partition_interval interval NOT NULL DEFAULT '1 day'
-        CHECK (history_partition_interval IN (interval '1 day', interval '7 days'))
+        CHECK (history_partition_interval IN (interval '1 day', interval '7 days')),
+    notify_mode text NOT NULL DEFAULT 'each'
+        CHECK (notify_mode IN ('each', 'per_transaction', 'throttled', 'off')),
+    notify_interval interval NOT NULL DEFAULT '50 milliseconds'
+        CHECK (notify_interval > interval '0' AND notify_interval <= interval '1 minute')
 );
 COMMENT ON TABLE docstatus.settings IS
     'Configuration as data, one row. max_attempts: attempts before the reaper stops retrying; '
@@ -79,6 +83,15 @@ COMMENT ON COLUMN docstatus.settings.history_retention IS
 COMMENT ON COLUMN docstatus.settings.history_partition_interval IS
     'The time range of one status_events partition: 1 day or 7 days (ISO weeks, as pg_partman''s '
     '''weekly''). A change applies to partitions created from then on.';
+COMMENT ON COLUMN docstatus.settings.notify_mode IS
+    'When a status change sends its docstatus_events hint: each (every event), per_transaction (the '
+    'first event of a transaction), throttled (at most one transaction per notify_interval, across '
+    'all writers), off. notify_events = false means off whatever this says. docstatus_alerts always '
+    'go out. Every committing transaction that notifies takes one database-wide lock until its '
+    'commit is flushed; subscribers read events_after until caught up, so no event is missed.';
+COMMENT ON COLUMN docstatus.settings.notify_interval IS
+    'throttled: the shortest time between two docstatus_events hints. Subscribers read once more '
+    'this long after a wake-up (twice it), for events whose transaction sent no hint.';
 INSERT INTO docstatus.settings DEFAULT VALUES;
 
 CREATE TABLE docstatus.allowed_mime_types (
@@ -210,7 +223,7 @@ CREATE TABLE docstatus.documents (
         CHECK (char_length(blob_name) <= 1024 AND octet_length(blob_name) <= 2048 AND blob_name ~ '\S'),
     CONSTRAINT documents_filename_text CHECK (char_length(filename) <= 1024 AND filename ~ '\S'),
     CONSTRAINT documents_mime_type_text CHECK (char_length(mime_type) <= 255),
-    -- Capped to 4096 bytes by the trigger _900_cap_status_reason, whoever writes it.
+    -- Capped to 4096 bytes by the trigger _050_cap_status_reason, whoever writes it.
     CONSTRAINT documents_status_reason_capped CHECK (octet_length(status_reason) <= 4096),
     CONSTRAINT documents_status_pair CHECK (
         (text_extraction_status, processing_status) IN (
@@ -261,7 +274,7 @@ CREATE TABLE docstatus.extraction_jobs (
     CONSTRAINT extraction_jobs_released_failed CHECK (NOT released OR status = 'failed'),
     CONSTRAINT extraction_jobs_idempotency_key_text CHECK (char_length(idempotency_key) <= 200 AND idempotency_key ~ '\S'),
     CONSTRAINT extraction_jobs_worker_id_text CHECK (char_length(worker_id) <= 200 AND worker_id ~ '\S'),
-    -- Capped to 4096 bytes by the trigger _900_cap_error_message, whoever writes it.
+    -- Capped to 4096 bytes by the trigger _050_cap_error_message, whoever writes it.
     CONSTRAINT extraction_jobs_error_message_capped CHECK (octet_length(error_message) <= 4096)
 );
 COMMENT ON TABLE docstatus.extraction_jobs IS
@@ -307,7 +320,8 @@ CREATE TABLE docstatus.status_events (
     detail      text,
     -- The partition key: retention drops whole periods.
     occurred_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (id, occurred_at),
+    -- Leads with document_id: it also reads a document's history in id order (no second index).
+    PRIMARY KEY (document_id, id, occurred_at),
     CONSTRAINT status_events_check CHECK ((kind = 'job') = (job_id IS NOT NULL))
 ) PARTITION BY RANGE (occurred_at);
 COMMENT ON TABLE docstatus.status_events IS
@@ -333,8 +347,6 @@ COMMENT ON TABLE docstatus.history_horizon IS
 INSERT INTO docstatus.history_horizon DEFAULT VALUES;
 
 CREATE INDEX status_events_cursor ON docstatus.status_events (tx_id, id);
-
-CREATE INDEX status_events_by_document ON docstatus.status_events (document_id, id);
 
 -- BRIN: a few bytes per 128 pages, and an insert touches the summary of the last range only
 -- (events arrive in time order), so writers pay next to nothing for it.
@@ -393,6 +405,15 @@ COMMENT ON TABLE docstatus.status_counters_fold IS
     'writing transaction holds folding back, status_counts slows down (it never goes wrong).';
 INSERT INTO docstatus.status_counters_fold DEFAULT VALUES;
 
+-- One row per throttled channel: when its last hint was sent.
+CREATE TABLE docstatus.notify_throttle (
+    channel      text PRIMARY KEY CHECK (channel = 'docstatus_events'),
+    last_sent_at timestamptz NOT NULL DEFAULT '-infinity'
+);
+COMMENT ON TABLE docstatus.notify_throttle IS
+    'settings.notify_mode = throttled: when each channel last sent a hint. A writer takes the row '
+    'with SKIP LOCKED, so none ever waits for it.';
+INSERT INTO docstatus.notify_throttle (channel) VALUES ('docstatus_events');
 CREATE TABLE docstatus.stuck_alerts (
     document_id       bigint NOT NULL REFERENCES docstatus.documents (id),
     -- A document's stay in one state is named by the time it entered it.
@@ -456,36 +477,61 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._require_transition IS 'Internal: DS001 unless (kind, from, to) is a row of status_transitions.';
 
--- Appends one history row and sends its hint. Alerts (failures) always go out; the per-change
--- event only when settings.notify_events is on, because every notifying commit takes one
--- database-wide lock.
-CREATE FUNCTION docstatus._record_event(
-    p_document_id bigint, p_job_id bigint, p_kind text, p_from text, p_to text, p_detail text,
-    p_notify_events boolean)
-RETURNS void
+-- Whether the event being written sends its hint on docstatus_events, by settings.notify_mode
+-- (notify_events = false is 'off'). Every transaction that NOTIFYs takes one database-wide lock
+-- from its commit until the commit is flushed, so the cheaper modes notify less: per_transaction
+-- once per transaction (a transaction-local flag, reverted with a rolled-back savepoint as its
+-- NOTIFY is), throttled once per notify_interval across all writers. The throttle row is taken
+-- with SKIP LOCKED: a writer never waits for it, it sends nothing when another has it.
+CREATE FUNCTION docstatus._event_hint_due() RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_event_id bigint;
+    v_mode text;
+    v_interval interval;
 BEGIN
-    INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
-    VALUES (p_document_id, p_job_id, p_kind, p_from, p_to, p_detail)
-    RETURNING id INTO v_event_id;
+    SELECT CASE WHEN notify_events THEN notify_mode ELSE 'off' END, notify_interval
+      INTO v_mode, v_interval FROM docstatus.settings;
+    IF v_mode = 'each' THEN
+        RETURN true;
+    ELSIF v_mode = 'off' OR current_setting('docstatus.event_hint_sent', true) = 'on' THEN
+        RETURN false;
+    END IF;
+    PERFORM set_config('docstatus.event_hint_sent', 'on', true);
+    IF v_mode = 'per_transaction' THEN
+        RETURN true;
+    END IF;
+    UPDATE docstatus.notify_throttle SET last_sent_at = clock_timestamp()
+     WHERE channel = (SELECT channel FROM docstatus.notify_throttle
+                       WHERE channel = 'docstatus_events' AND last_sent_at <= clock_timestamp() - v_interval
+                         FOR UPDATE SKIP LOCKED);
+    RETURN FOUND;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._event_hint_due IS
+    'Internal: whether the event being written sends its docstatus_events hint under settings.notify_mode.';
 
-    IF p_notify_events THEN
+-- The hints of one event: docstatus_events when p_hint, docstatus_alerts for every failure.
+CREATE FUNCTION docstatus._send_event_hints(
+    p_event_id bigint, p_document_id bigint, p_job_id bigint, p_kind text, p_from text, p_to text,
+    p_detail text, p_hint boolean)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_hint THEN
         PERFORM pg_notify('docstatus_events', json_build_object(
-            'event_id', v_event_id, 'document_id', p_document_id, 'job_id', p_job_id,
+            'event_id', p_event_id, 'document_id', p_document_id, 'job_id', p_job_id,
             'kind', p_kind, 'from', p_from, 'to', p_to, 'at', now())::text);
     END IF;
     IF p_to = 'failed' THEN
         -- The error is cut so the payload stays far below NOTIFY's 8000-byte limit.
         PERFORM pg_notify('docstatus_alerts', json_build_object(
-            'event_id', v_event_id, 'document_id', p_document_id, 'job_id', p_job_id,
+            'event_id', p_event_id, 'document_id', p_document_id, 'job_id', p_job_id,
             'kind', p_kind, 'from', p_from, 'to', p_to, 'at', now(),
             'error', left(p_detail, 500))::text);
     END IF;
 END;
 $$;
-COMMENT ON FUNCTION docstatus._record_event IS 'Internal: appends to status_events and NOTIFYs.';
+COMMENT ON FUNCTION docstatus._send_event_hints IS 'Internal: the NOTIFYs of one status_events row.';
 
 CREATE FUNCTION docstatus._raise_invalid_argument(p_message text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -926,59 +972,96 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION docstatus._documents_before_update() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.text_extraction_status IS DISTINCT FROM OLD.text_extraction_status THEN
-        PERFORM docstatus._require_transition(
-            OLD.id, 'text_extraction', OLD.text_extraction_status, NEW.text_extraction_status);
-    END IF;
-    IF NEW.processing_status IS DISTINCT FROM OLD.processing_status THEN
-        PERFORM docstatus._require_transition(
-            OLD.id, 'processing', OLD.processing_status, NEW.processing_status);
-        NEW.status_entered_at := now();
-    ELSIF NEW.text_extraction_status IS DISTINCT FROM OLD.text_extraction_status THEN
-        NEW.status_entered_at := now();
-    END IF;
-    NEW.updated_at := now();
-    RETURN NEW;
-END;
-$$;
-
--- Every job of an in-progress document has a lease, so the reaper covers it even when a
--- document was moved by hand: a job that nobody holds goes to the session's login role.
-CREATE FUNCTION docstatus._documents_hold_job_on_ocr() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE docstatus.extraction_jobs
-       SET worker_id = session_user,
-           lease_expires_at = now() + (SELECT default_lease FROM docstatus.settings),
-           started_at = coalesce(started_at, now())
-     WHERE document_id = NEW.id AND status = 'pending extraction' AND worker_id IS NULL;
-    RETURN NULL;
-END;
-$$;
-
+-- One trigger per change writes its history itself (no second trigger, no queued AFTER event
+-- for updates): an UPDATE's BEFORE trigger sees the row as it will be written, and a failing
+-- statement rolls its history back with it. Inserts keep an AFTER trigger: INSERT ... ON
+-- CONFLICT DO NOTHING runs BEFORE triggers for rows it then skips.
 CREATE FUNCTION docstatus._documents_record_history() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_notify boolean := (SELECT notify_events FROM docstatus.settings);
-    v_old_text text;
-    v_old_processing text;
+    v_event_id bigint;
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        v_old_text := OLD.text_extraction_status;
-        v_old_processing := OLD.processing_status;
+    INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+    VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason)
+    RETURNING id INTO v_event_id;
+    IF docstatus._event_hint_due() THEN
+        PERFORM docstatus._send_event_hints(v_event_id, NEW.id, NULL, 'text_extraction', NULL,
+                                            NEW.text_extraction_status, NEW.status_reason, true);
     END IF;
-    IF NEW.text_extraction_status IS DISTINCT FROM v_old_text THEN
-        PERFORM docstatus._record_event(NEW.id, NULL, 'text_extraction', v_old_text,
-                                        NEW.text_extraction_status, NEW.status_reason, v_notify);
-    END IF;
-    IF NEW.processing_status IS DISTINCT FROM v_old_processing THEN
-        PERFORM docstatus._record_event(NEW.id, NULL, 'processing', v_old_processing,
-                                        NEW.processing_status, NEW.status_reason, v_notify);
+    INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+    VALUES (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason)
+    RETURNING id INTO v_event_id;
+    IF docstatus._event_hint_due() THEN
+        PERFORM docstatus._send_event_hints(v_event_id, NEW.id, NULL, 'processing', NULL,
+                                            NEW.processing_status, NEW.status_reason, true);
     END IF;
     RETURN NULL;
+END;
+$$;
+
+-- The whole of a document's status change in one trigger: both edges checked with one lookup
+-- (the per-edge check runs only to name the failing one), the stamps, the lease of an unheld
+-- job entering ocr running (every job of an in-progress document has one, so the reaper covers
+-- it even when a document was moved by hand; it goes to the session's login role), the history.
+CREATE FUNCTION docstatus._documents_before_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_text_changed boolean := NEW.text_extraction_status IS DISTINCT FROM OLD.text_extraction_status;
+    v_processing_changed boolean := NEW.processing_status IS DISTINCT FROM OLD.processing_status;
+    v_edges integer;
+    v_event_id bigint;
+    v_hint boolean;
+BEGIN
+    IF v_text_changed OR v_processing_changed THEN
+        SELECT count(*) INTO v_edges FROM docstatus.status_transitions
+         WHERE (kind, from_status, to_status) IN (
+                   ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status),
+                   ('processing', OLD.processing_status, NEW.processing_status));
+        IF v_edges < v_text_changed::integer + v_processing_changed::integer THEN
+            IF v_text_changed THEN
+                PERFORM docstatus._require_transition(
+                    OLD.id, 'text_extraction', OLD.text_extraction_status, NEW.text_extraction_status);
+            END IF;
+            IF v_processing_changed THEN
+                PERFORM docstatus._require_transition(
+                    OLD.id, 'processing', OLD.processing_status, NEW.processing_status);
+            END IF;
+        END IF;
+        NEW.status_entered_at := now();
+    END IF;
+    NEW.updated_at := now();
+
+    IF v_processing_changed AND NEW.processing_status = 'ocr running' THEN
+        UPDATE docstatus.extraction_jobs
+           SET worker_id = session_user,
+               lease_expires_at = now() + (SELECT default_lease FROM docstatus.settings),
+               started_at = coalesce(started_at, now())
+         WHERE document_id = NEW.id AND status = 'pending extraction' AND worker_id IS NULL;
+    END IF;
+
+    IF v_text_changed THEN
+        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+        VALUES (NEW.id, 'text_extraction', OLD.text_extraction_status, NEW.text_extraction_status, NEW.status_reason)
+        RETURNING id INTO v_event_id;
+        v_hint := docstatus._event_hint_due();
+        IF v_hint OR NEW.text_extraction_status = 'failed' THEN
+            PERFORM docstatus._send_event_hints(
+                v_event_id, NEW.id, NULL, 'text_extraction', OLD.text_extraction_status,
+                NEW.text_extraction_status, NEW.status_reason, v_hint);
+        END IF;
+    END IF;
+    IF v_processing_changed THEN
+        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+        VALUES (NEW.id, 'processing', OLD.processing_status, NEW.processing_status, NEW.status_reason)
+        RETURNING id INTO v_event_id;
+        v_hint := docstatus._event_hint_due();
+        IF v_hint OR NEW.processing_status = 'failed' THEN
+            PERFORM docstatus._send_event_hints(
+                v_event_id, NEW.id, NULL, 'processing', OLD.processing_status,
+                NEW.processing_status, NEW.status_reason, v_hint);
+        END IF;
+    END IF;
+    RETURN NEW;
 END;
 $$;
 
@@ -986,15 +1069,8 @@ CREATE TRIGGER _100_check_initial_status BEFORE INSERT ON docstatus.documents
     FOR EACH ROW EXECUTE FUNCTION docstatus._documents_before_insert();
 CREATE TRIGGER _100_check_transition BEFORE UPDATE ON docstatus.documents
     FOR EACH ROW EXECUTE FUNCTION docstatus._documents_before_update();
-CREATE TRIGGER _300_hold_job_on_ocr AFTER UPDATE OF processing_status ON docstatus.documents
-    FOR EACH ROW WHEN (NEW.processing_status = 'ocr running' AND OLD.processing_status <> 'ocr running')
-    EXECUTE FUNCTION docstatus._documents_hold_job_on_ocr();
 CREATE TRIGGER _500_history_insert AFTER INSERT ON docstatus.documents
     FOR EACH ROW EXECUTE FUNCTION docstatus._documents_record_history();
-CREATE TRIGGER _500_history_update AFTER UPDATE ON docstatus.documents
-    FOR EACH ROW WHEN (NEW.text_extraction_status IS DISTINCT FROM OLD.text_extraction_status
-                       OR NEW.processing_status IS DISTINCT FROM OLD.processing_status)
-    EXECUTE FUNCTION docstatus._documents_record_history();
 
 CREATE FUNCTION docstatus._jobs_before_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -1006,27 +1082,45 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION docstatus._jobs_before_status_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM docstatus._require_transition(OLD.document_id, 'job', OLD.status, NEW.status, OLD.id);
-    -- Every transition out of 'pending extraction' is terminal: callers cannot forget the stamp.
-    NEW.completed_at := now();
-    RETURN NEW;
-END;
-$$;
-
 CREATE FUNCTION docstatus._jobs_record_history() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_old_status text;
+    v_event_id bigint;
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        v_old_status := OLD.status;
+    INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
+    VALUES (NEW.document_id, NEW.id, 'job', NULL, NEW.status, NEW.error_message)
+    RETURNING id INTO v_event_id;
+    IF docstatus._event_hint_due() THEN
+        PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', NULL,
+                                            NEW.status, NEW.error_message, true);
     END IF;
-    PERFORM docstatus._record_event(NEW.document_id, NEW.id, 'job', v_old_status, NEW.status,
-                                    NEW.error_message, (SELECT notify_events FROM docstatus.settings));
     RETURN NULL;
+END;
+$$;
+
+-- A job's status change: the edge, the end stamp and the history in one trigger.
+CREATE FUNCTION docstatus._jobs_before_status_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_event_id bigint;
+    v_hint boolean;
+BEGIN
+    PERFORM FROM docstatus.status_transitions
+     WHERE kind = 'job' AND from_status = OLD.status AND to_status = NEW.status;
+    IF NOT FOUND THEN
+        PERFORM docstatus._require_transition(OLD.document_id, 'job', OLD.status, NEW.status, OLD.id);
+    END IF;
+    -- Every transition out of 'pending extraction' is terminal: callers cannot forget the stamp.
+    NEW.completed_at := now();
+    INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
+    VALUES (NEW.document_id, NEW.id, 'job', OLD.status, NEW.status, NEW.error_message)
+    RETURNING id INTO v_event_id;
+    v_hint := docstatus._event_hint_due();
+    IF v_hint OR NEW.status = 'failed' THEN
+        PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', OLD.status,
+                                            NEW.status, NEW.error_message, v_hint);
+    END IF;
+    RETURN NEW;
 END;
 $$;
 
@@ -1037,10 +1131,6 @@ CREATE TRIGGER _100_check_transition BEFORE UPDATE OF status ON docstatus.extrac
     EXECUTE FUNCTION docstatus._jobs_before_status_change();
 CREATE TRIGGER _500_history_insert AFTER INSERT ON docstatus.extraction_jobs
     FOR EACH ROW EXECUTE FUNCTION docstatus._jobs_record_history();
-CREATE TRIGGER _500_history_update AFTER UPDATE OF status ON docstatus.extraction_jobs
-    FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM OLD.status)
-    EXECUTE FUNCTION docstatus._jobs_record_history();
-
 -- Document and job agree, checked at commit so a transaction may move them in either order.
 -- Deferred triggers run at COMMIT as the calling role, outside any SECURITY DEFINER function,
 -- so this one is a definer itself.
@@ -1151,11 +1241,11 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._cap_status_reason IS 'Internal trigger: status_reason keeps its first 4096 bytes.';
 
--- Fired only for a text over the limit (the WHEN clause costs no function call), last of the
--- BEFORE triggers.
-CREATE TRIGGER _900_cap_error_message BEFORE INSERT OR UPDATE OF error_message ON docstatus.extraction_jobs
+-- Fired only for a text over the limit (the WHEN clause costs no function call), first of the
+-- BEFORE triggers: the triggers after it (the history written with the change) see the capped text.
+CREATE TRIGGER _050_cap_error_message BEFORE INSERT OR UPDATE OF error_message ON docstatus.extraction_jobs
     FOR EACH ROW WHEN (octet_length(NEW.error_message) > 4096) EXECUTE FUNCTION docstatus._cap_error_message();
-CREATE TRIGGER _900_cap_status_reason BEFORE INSERT OR UPDATE OF status_reason ON docstatus.documents
+CREATE TRIGGER _050_cap_status_reason BEFORE INSERT OR UPDATE OF status_reason ON docstatus.documents
     FOR EACH ROW WHEN (octet_length(NEW.status_reason) > 4096) EXECUTE FUNCTION docstatus._cap_status_reason();
 
 -- History is append-only, for superusers too.
@@ -1265,6 +1355,54 @@ COMMENT ON FUNCTION docstatus.register_document IS
     'Registers an uploaded blob as a ''not ready'' document. The same container and blob again '
     'returns the existing row. DS003 on a blank or too long name (container 63 characters, blob '
     'name 1024 characters and 2048 bytes, filename 1024, MIME type 255) or a negative size.';
+
+CREATE FUNCTION docstatus.register_documents(
+    p_blob_containers text[], p_blob_names text[], p_filenames text[],
+    p_mime_types text[] DEFAULT NULL, p_size_bytes bigint[] DEFAULT NULL)
+RETURNS SETOF docstatus.documents
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_count integer := cardinality(p_blob_containers);
+BEGIN
+    IF v_count IS NULL OR cardinality(p_blob_names) IS DISTINCT FROM v_count
+       OR cardinality(p_filenames) IS DISTINCT FROM v_count
+       OR (p_mime_types IS NOT NULL AND cardinality(p_mime_types) <> v_count)
+       OR (p_size_bytes IS NOT NULL AND cardinality(p_size_bytes) <> v_count) THEN
+        PERFORM docstatus._raise_invalid_argument(format(
+            'containers, blob names and filenames (and mime types, sizes when given) must be arrays of one '
+            'length, got %s, %s, %s, %s, %s', cardinality(p_blob_containers), cardinality(p_blob_names),
+            cardinality(p_filenames), cardinality(p_mime_types), cardinality(p_size_bytes)));
+    END IF;
+    -- The same limits as register_document's (0008), the first element that breaks one named.
+    PERFORM docstatus._require_text('blob container', u.c, 63), docstatus._require_text('blob name', u.b, 1024),
+            docstatus._require_text('filename', u.f, 1024),
+            docstatus._require_text('MIME type', nullif(btrim(p_mime_types[u.i]), ''), 255, p_nullable => true)
+       FROM unnest(p_blob_containers, p_blob_names, p_filenames) WITH ORDINALITY AS u(c, b, f, i)
+      ORDER BY u.i;
+    IF EXISTS (SELECT FROM unnest(p_blob_names) AS b WHERE octet_length(b) > 2048) THEN
+        PERFORM docstatus._raise_invalid_argument('every blob name must be at most 2048 bytes');
+    END IF;
+    IF EXISTS (SELECT FROM unnest(p_size_bytes) AS s WHERE s < 0) THEN
+        PERFORM docstatus._raise_invalid_argument('no size may be negative');
+    END IF;
+
+    -- One statement for the batch; rows already registered (or twice in it) are left as they are.
+    INSERT INTO docstatus.documents (blob_container, blob_name, filename, mime_type, size_bytes)
+    SELECT u.c, u.b, u.f, nullif(btrim(p_mime_types[u.i]), ''), p_size_bytes[u.i]
+      FROM unnest(p_blob_containers, p_blob_names, p_filenames) WITH ORDINALITY AS u(c, b, f, i)
+     ORDER BY u.i
+    ON CONFLICT (blob_container, blob_name) DO NOTHING;
+
+    RETURN QUERY
+    SELECT d.* FROM unnest(p_blob_containers, p_blob_names) WITH ORDINALITY AS u(c, b, i)
+      JOIN docstatus.documents d ON d.blob_container = u.c AND d.blob_name = u.b
+     ORDER BY u.i;
+END;
+$$;
+COMMENT ON FUNCTION docstatus.register_documents IS
+    'register_document for many uploads in one call: element i of each array is one blob. Returns '
+    'one row per element, in their order; a blob already registered returns its existing row. '
+    'DS003 when the arrays differ in length, a name is empty or a size negative (nothing registered).';
 
 CREATE FUNCTION docstatus.validate_document(
     p_document_id bigint, p_blob_retrievable boolean, p_mime_type text, p_reason text DEFAULT NULL,
@@ -2493,6 +2631,7 @@ GRANT USAGE ON SCHEMA docstatus TO docstatus_reader, docstatus_dms, docstatus_wo
 
 -- docstatus_dms, the document management system: registers uploads and validates them.
 GRANT EXECUTE ON FUNCTION docstatus.register_document(text, text, text, text, bigint),
+                          docstatus.register_documents(text[], text[], text[], text[], bigint[]),
                           docstatus.validate_document(bigint, boolean, text, text, bigint),
                           docstatus.create_extraction_job(bigint, text),
                           docstatus.require_document(bigint) TO docstatus_dms;

@@ -34,7 +34,7 @@ methods and hold no SQL of their own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, Protocol, Self, TypeVar, cast
@@ -181,6 +181,18 @@ class Client:
         return _one(Document, self._rows("register_document", {
             "blob_container": blob_container, "blob_name": blob_name, "filename": filename,
             "mime_type": mime_type, "size_bytes": size_bytes}))
+
+    @calls("register_documents")
+    def register_documents(self, blob_containers: Sequence[str], blob_names: Sequence[str],
+                                 filenames: Sequence[str], mime_types: Sequence[str | None] | None = None,
+                                 size_bytes: Sequence[int | None] | None = None) -> list[Document]:
+        """register_document for many blobs in one call (one transaction): element i of each
+        sequence is one blob; a row per blob, in their order; a blob already registered returns
+        its existing row. InvalidArgument (nothing registered) for sequences of unequal length."""
+        return _all(Document, self._rows("register_documents", {
+            "blob_containers": list(blob_containers), "blob_names": list(blob_names),
+            "filenames": list(filenames), "mime_types": None if mime_types is None else list(mime_types),
+            "size_bytes": None if size_bytes is None else list(size_bytes)}))
 
     @calls("validate_document")
     def validate_document(self, document_id: int, blob_retrievable: bool, mime_type: str | None,

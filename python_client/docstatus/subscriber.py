@@ -18,7 +18,9 @@ How each way of losing events is closed:
   has a deadline too (``query_timeout``): a watchdog shuts the socket down when a query gets no
   answer, because a half-open socket would otherwise block forever;
 - forged notifications: they only wake it; what it hands out comes from ``status_events``;
-- ``settings.notify_events = false``: it reads ``events_after`` every ``poll_interval`` seconds
+- ``settings.notify_mode`` per_transaction or throttled (a transaction may commit without a
+  notification of its own): after each wake-up it reads once more ``2 x notify_interval`` later;
+- ``settings.notify_events = false`` or ``notify_mode = 'off'``: it reads ``events_after`` every ``poll_interval`` seconds
   instead, still waking at once on ``docstatus_alerts``. The setting is read at connect time and
   at every probe;
 - a hot standby (``pg_is_in_recovery()``): NOTIFY is not replicated and LISTEN is refused
@@ -161,6 +163,9 @@ class Subscriber:
 
         # Per-connection state, reset by _open.
         self._notify_events = True
+        # notify_mode per_transaction or throttled: read once more this long after a wake-up.
+        self._recheck_after: float | None = None
+        self._recheck_at: float | None = None
         self._standby = False
         self._wake = False
         self._hints: set[int] = set()
@@ -288,6 +293,7 @@ class Subscriber:
         while not self._stopping.is_set():
             now = time.monotonic()
             due = self._wake or (self._retry_at is not None and now >= self._retry_at)
+            due = due or (self._recheck_at is not None and now >= self._recheck_at)
             if self.polling and now >= self._next_poll_at:
                 due = True
             if due:
@@ -299,13 +305,15 @@ class Subscriber:
             wake_at = self._next_probe_at
             if self._retry_at is not None:
                 wake_at = min(wake_at, self._retry_at)
+            if self._recheck_at is not None:
+                wake_at = min(wake_at, self._recheck_at)
             if self.polling:
                 wake_at = min(wake_at, self._next_poll_at)
             self._wait(max(0.0, wake_at - now))
 
     def _catch_up(self) -> Iterator[StatusEvent]:
         """Hands out every deliverable event after the cursor, batch by batch."""
-        self._wake = False
+        woken, self._wake, self._recheck_at = self._wake, False, None
         query = load_query("events_after")
         while True:
             tx_id, event_id = self._cursor  # type: ignore[misc]  # _open sets the cursor before any read
@@ -326,6 +334,9 @@ class Subscriber:
         self._caught_up.set()
         now = time.monotonic()
         self._next_poll_at = now + self._poll_interval
+        if woken and self._recheck_after is not None:
+            # A transaction that committed without its notification (throttled) is read then.
+            self._recheck_at = now + self._recheck_after
         if self._standby:
             self._read_state()  # raises _ConnectionLost once the standby has been promoted
         if not self._hints:
@@ -358,7 +369,7 @@ class Subscriber:
     def _read_state(self) -> bool:
         """Reads settings.notify_events; returns whether committed events wait after the cursor."""
         tx_id, event_id = self._cursor  # type: ignore[misc]  # _open sets the cursor before any read
-        ((waiting, notify_events, standby),) = self._run(
+        ((waiting, notify_events, self._recheck_after, standby),) = self._run(
             load_query("subscriber_state"), {"after_tx": tx_id, "after_id": event_id}, "reading the subscriber state")
         if self._standby and not standby:
             raise ConnectionLost("the standby was promoted: reconnecting to listen")

@@ -192,3 +192,17 @@ def test_stop_is_prompt_while_idle(db_dsn):
 def test_rejects_unknown_channels():
     with pytest.raises(ValueError):
         Subscriber("", channels=["docstatus_other"])
+
+
+def test_event_whose_transaction_sent_no_hint_is_read_after_the_interval(db_dsn, client, connect, conn):
+    conn.execute("UPDATE docstatus.settings SET notify_mode = 'throttled', notify_interval = '1 second'")
+    collector = Collector()
+    # No probe within the test: only the read after the interval can find the silent event.
+    with started(Subscriber(db_dsn, probe_interval=60, probe_timeout=5), collector):
+        client.register_document("docs", new_blob(), "a.pdf")  # sends the hint, wakes the subscriber
+        silent = connect()
+        silent.execute("SELECT docstatus.register_document('docs', %s, 'b.pdf')", (new_blob(),))  # throttled
+        assert collector.wait_for_count(2, timeout=10)
+        silent.commit()  # no wake-up of its own, after the subscriber's read
+        assert collector.wait_for_ids(committed_event_ids(conn), timeout=10)
+        assert collector.ids == committed_event_ids(conn)
