@@ -2624,7 +2624,7 @@ END;
 $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA docstatus FROM PUBLIC;
-GRANT USAGE ON SCHEMA docstatus TO docstatus_reader, docstatus_dms, docstatus_worker, docstatus_operator;
+GRANT USAGE ON SCHEMA docstatus TO docstatus_reader, docstatus_dms, docstatus_worker;
 
 -- A function granted to two roles keeps its grantees in the order granted, and pg_dump shows
 -- that order: the blocks stay in this order (dms, worker, reader, then operator).
@@ -2746,6 +2746,10 @@ BEGIN
     REVOKE CREATE ON SCHEMA docstatus FROM docstatus_owner;
 END;
 $$;
+
+-- docstatus_operator's use of the schema after docstatus_owner's, in the order the migrations
+-- grant them (pg_dump shows grantees in the order granted).
+GRANT USAGE ON SCHEMA docstatus TO docstatus_operator;
 
 ------------------------------------------------------------------------------------------------
 -- First run
