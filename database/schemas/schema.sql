@@ -1380,7 +1380,7 @@ BEGIN
        FROM unnest(p_blob_containers, p_blob_names, p_filenames) WITH ORDINALITY AS u(c, b, f, i)
       ORDER BY u.i;
     IF EXISTS (SELECT FROM unnest(p_blob_names) AS b WHERE octet_length(b) > 2048) THEN
-        PERFORM docstatus._raise_invalid_argument('every blob name must be at most 2048 bytes');
+        PERFORM docstatus._raise_invalid_argument('blob name must be at most 2048 bytes');
     END IF;
     IF EXISTS (SELECT FROM unnest(p_size_bytes) AS s WHERE s < 0) THEN
         PERFORM docstatus._raise_invalid_argument('no size may be negative');
