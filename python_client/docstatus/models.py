@@ -270,7 +270,7 @@ class StatusTransition:
     to_status: str
 
     @classmethod
-    def from_row(cls, row: tuple) -> StatusTransition:
+    def from_row(cls, row: Row) -> StatusTransition:
         return cls(EventKind(row[0]), row[1], row[2])
 
 
@@ -283,7 +283,7 @@ class DocumentStateMove:
     to_state: DocumentState
 
     @classmethod
-    def from_row(cls, row: tuple) -> DocumentStateMove:
+    def from_row(cls, row: Row) -> DocumentStateMove:
         return cls(DocumentState(row[0]), DocumentState(row[1]))
 
 
@@ -499,9 +499,9 @@ class DocumentListEntry:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: tuple) -> DocumentListEntry:
-        return cls(*row[0:4], DocumentState(row[4]), TextExtractionStatus(row[5]), ProcessingStatus(row[6]),
-                   *row[7:11])
+    def from_row(cls, row: Row) -> DocumentListEntry:
+        return cls(row[0], row[1], row[2], row[3], DocumentState(row[4]), TextExtractionStatus(row[5]),
+                   ProcessingStatus(row[6]), row[7], row[8], row[9], row[10])
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,5 +513,5 @@ class DocumentsMinute:
     ended: int
 
     @classmethod
-    def from_row(cls, row: tuple) -> DocumentsMinute:
+    def from_row(cls, row: Row) -> DocumentsMinute:
         return cls(*row)

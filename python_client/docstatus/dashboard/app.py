@@ -233,7 +233,7 @@ def create_app(settings: DashboardSettings) -> Starlette:
                             secure=request.url.scheme == "https")
         return response
 
-    def action(run: Callable[[Client, Any], Any], describe: Callable[[Any], str]):
+    def action(run: Callable[[Dashboard, Any], Any], describe: Callable[[Any], str]):
         async def endpoint(request: Request) -> Response:
             if not settings.actions:
                 return PlainTextResponse("actions are off", status_code=403)
@@ -322,15 +322,16 @@ async def _stream(dashboard: Dashboard, request: Request, cursor: Cursor | None)
         yield "retry: 1000\n\n"
         last = cursor
         if cursor is not None:
+            after: Cursor = cursor
             while True:
                 try:
-                    batch = await dashboard.read(Client.events_after, last.tx_id, last.event_id, CATCH_UP_BATCH)
+                    batch = await dashboard.read(Client.events_after, after.tx_id, after.event_id, CATCH_UP_BATCH)
                 except CursorTooOld:
                     yield "event: reset\ndata: {}\n\n"  # history retention dropped it: reload
                     return
                 for event in batch:
                     yield sse_message(event)
-                    last = event.cursor
+                    last = after = event.cursor
                 if len(batch) < CATCH_UP_BATCH:
                     break
         while True:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from docstatus.dashboard.settings import TOKEN_ENV, DashboardSettings
 from docstatus.options import blob_connection_string_option, dsn_option
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 # Seconds uvicorn waits for open event streams on shutdown before it closes them.
 GRACEFUL_SHUTDOWN = 2
@@ -67,7 +71,8 @@ def _server_class():
         """Ends the open event streams as soon as a shutdown is asked for (Ctrl-C, SIGTERM)."""
 
         def handle_exit(self, sig, frame) -> None:
-            self.config.app.state.dashboard.hub.close_streams()
+            app = cast("Starlette", self.config.app)  # create_app's, as given to uvicorn.Config
+            app.state.dashboard.hub.close_streams()
             super().handle_exit(sig, frame)
 
     return StreamClosingServer

@@ -84,11 +84,16 @@ class ListFilters:
     @classmethod
     def parse(cls, params: dict[str, str]) -> ListFilters:
         """Raises ValueError naming the parameter when one is not what it should be."""
-        text = {name: (params.get(name) or "").strip() or None
-                for name in ("state", "processing_status", "mime_type", "filename_contains")}
-        times = {name: _time(name, params.get(name)) for name in
-                 ("created_from", "created_to", "updated_from", "updated_to")}
-        return cls(**text, **times)
+        def text(name: str) -> str | None:
+            return (params.get(name) or "").strip() or None
+
+        def time(name: str) -> datetime | None:
+            return _time(name, params.get(name))
+
+        return cls(state=text("state"), processing_status=text("processing_status"), mime_type=text("mime_type"),
+                   filename_contains=text("filename_contains"),
+                   created_from=time("created_from"), created_to=time("created_to"),
+                   updated_from=time("updated_from"), updated_to=time("updated_to"))
 
     def query(self) -> dict[str, str]:
         """Back to query parameters, for the next-page link."""

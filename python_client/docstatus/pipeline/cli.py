@@ -84,7 +84,12 @@ def worker(dsn: str, blob_connection_string: str | None, blob_timeouts, concurre
     probes = {POSTGRES: lambda: probe_postgres(dsn),
               BLOB_STORE: lambda: probe_blob_store(connection_string, blob_timeouts)}
     if once:
-        problems = [problem for problem in (probe() for probe in probes.values()) if problem]
+        postgres_problem = probes[POSTGRES]()
+        if postgres_problem is None:
+            # A standby is the first thing to say: whatever the blob store does, a worker only writes.
+            with connect(dsn, application_name="docstatus-worker") as probe:
+                refuse_standby(probe)
+        problems = [problem for problem in (postgres_problem, probes[BLOB_STORE]()) if problem]
         if problems:
             raise click.ClickException("; ".join(problems))
     configure_json_logging(level=getattr(logging, log_level.upper()))

@@ -76,6 +76,7 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 __all__ = [
-    "BlobMissing", "BlobStoreUnreachable", "LlmError", "LlmReplyError", "LlmRequestError", "LlmTimeout", "LlmUnavailable",
-    "NoTextFound", "OcrEngineNotInstalled", "OcrError", "RetryableError", "UnsupportedDocumentType", "is_retryable",
+    "BlobMissing", "BlobStoreUnreachable", "LlmError", "LlmReplyError", "LlmRequestError", "LlmTimeout",
+    "LlmUnavailable", "NoTextFound", "OcrEngineNotInstalled", "OcrError", "RetryableError", "UnsupportedDocumentType",
+    "is_retryable",
 ]

@@ -301,7 +301,7 @@ class Worker:
                     failures += 1
                     if isinstance(exc, (psycopg.OperationalError, psycopg_pool.PoolTimeout)):
                         # One WARNING per outage, not one per attempt of each slot.
-                        self.dependencies.down(POSTGRES, postgres_unreachable_message(self.pool.conninfo, exc))
+                        self.dependencies.down(POSTGRES, postgres_unreachable_message(self._conninfo(), exc))
                         if self._idle_exit:
                             return  # --once: the exit status says a dependency failed
                     else:
@@ -317,6 +317,11 @@ class Worker:
                 self._slots_left -= 1
                 if self._slots_left == 0:
                     self._all_slots_done.set()
+
+    def _conninfo(self) -> str:
+        """The pool's conninfo (a pool may hold a function that gives it), for messages."""
+        conninfo = self.pool.conninfo
+        return conninfo if isinstance(conninfo, str) else conninfo()
 
     def _idle_wait(self, client: Client) -> float:
         """Until the next retry falls due, at most the poll interval."""
@@ -339,7 +344,7 @@ class Worker:
             actions = self.client.run_maintenance(check_stuck)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             # PostgreSQL is down: one WARNING per outage, shared with the slots.
-            self.dependencies.down(POSTGRES, postgres_unreachable_message(self.pool.conninfo, exc))
+            self.dependencies.down(POSTGRES, postgres_unreachable_message(self._conninfo(), exc))
             return
         except (psycopg.Error, DocStatusError) as exc:
             log.warning("maintenance failed: %s", exc, extra={"fields": {"event": "maintenance failed",
@@ -427,8 +432,11 @@ class Worker:
         # pool; what is not released in time is the reaper's once its lease runs out.
         stop_by = time.monotonic() + STOP_BUDGET
         if still_running:
-            releasing = threading.Thread(target=lambda: [self._release(held, why) for held in still_running],
-                                         name="docstatus-release", daemon=True)
+            def release_all() -> None:
+                for held in still_running:
+                    self._release(held, why)
+
+            releasing = threading.Thread(target=release_all, name="docstatus-release", daemon=True)
             releasing.start()
             releasing.join(max(0.0, stop_by - time.monotonic()))
             if releasing.is_alive():
