@@ -21,8 +21,8 @@ How each way of losing events is closed:
 - ``settings.notify_mode`` per_transaction or throttled (a transaction may commit without a
   notification of its own): after each wake-up it reads once more ``2 x notify_interval`` later;
 - ``settings.notify_events = false`` or ``notify_mode = 'off'``: it reads ``events_after`` every
-  ``poll_interval`` seconds instead, still waking at once on ``docstatus_alerts``. The setting is read at connect time and
-  at every probe;
+  ``poll_interval`` seconds instead, still waking at once on ``docstatus_alerts``. The setting
+  is read at connect time and at every probe;
 - a hot standby (``pg_is_in_recovery()``): NOTIFY is not replicated and LISTEN is refused
   there, so it reads ``events_after`` every ``poll_interval`` seconds, without probes (every
   query still has its deadline); when the standby is promoted it reconnects and listens;
