@@ -36,66 +36,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from psycopg import sql
 from scratch import dsn_argument, scratch_database
-from soak import BATCH, check_invariants, columns
+from soak import load
 
 ERRORS = ["OCR engine crashed: timeout after {} s", "LLM returned invalid JSON at byte {}", "disk full on /dev/sd{}"]
-
-
-def load(dsn: str, documents: int, spread_days: float) -> float:
-    """bench/soak.py's loader, with history spread over ``spread_days``: document g is
-    ``g * step`` older than the newest, its events and job with it (as a real month of traffic
-    would be, rather than a million documents all finished in the last minute)."""
-    started = time.monotonic()
-    step = f"{spread_days * 86400 / documents:.6f} seconds"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT docstatus.register_document('soak', 'soak/1', 'doc.pdf', 'application/pdf', 18231)")
-        conn.execute("SELECT docstatus.validate_document(1, true, 'application/pdf')")
-        conn.execute("SELECT docstatus.claim_extraction_job('loader')")
-        for mark in ("mark_ocr_running", "mark_llm_running", "mark_processing_done"):
-            conn.execute(sql.SQL("SELECT docstatus.{}(1, 'loader')").format(sql.Identifier(mark)))
-        (per_document,) = conn.execute("SELECT count(*) FROM docstatus.status_events").fetchone()
-        age = sql.SQL("(({last}::bigint - g) * {step}::interval)").format(
-            last=sql.Literal(documents), step=sql.Literal(step))
-        times = {"documents": ("created_at", "updated_at", "status_entered_at"),
-                 "extraction_jobs": ("created_at", "started_at", "completed_at", "not_before"),
-                 "status_events": ("occurred_at",)}
-
-        def copies(table, fixed, skip, source):
-            copied = [c for c in columns(conn, table, skip) if c not in fixed]
-            shifted = {c: sql.SQL("t.{} - {}").format(sql.Identifier(c), age) for c in times[table] if c in copied}
-            names = [*fixed, *copied]
-            values = [*fixed.values(), *(shifted.get(c, sql.SQL("t.{}").format(sql.Identifier(c))) for c in copied)]
-            return sql.SQL("INSERT INTO docstatus.{} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
-                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)), sql.SQL(", ").join(values),
-                source)
-
-        g = sql.SQL("g")
-        series = "generate_series(%(first)s::bigint, %(last)s::bigint) g, docstatus.{} t WHERE t.{} = 1"
-        insert_documents = copies("documents", {"id": g, "blob_name": sql.SQL("'soak/' || g"),
-                                                "filename": sql.SQL("'doc-' || g || '.pdf'")}, {"id", "blob_name"},
-                                  sql.SQL(series.format("documents", "id")))
-        insert_jobs = copies("extraction_jobs", {"id": g, "document_id": g}, {"id", "document_id"},
-                             sql.SQL(series.format("extraction_jobs", "id")))
-        insert_events = copies(
-            "status_events", {"id": sql.SQL("(g - 1) * %(per)s::bigint + t.id"), "document_id": g,
-                              "job_id": sql.SQL("CASE WHEN t.job_id IS NOT NULL THEN g END")},
-            {"id", "tx_id", "document_id", "job_id"}, sql.SQL(series.format("status_events", "document_id")))
-        for first in range(2, documents + 1, BATCH):
-            last = min(first + BATCH - 1, documents)
-            params = {"first": first, "last": last, "per": per_document}
-            with conn.transaction():
-                conn.execute("SET LOCAL session_replication_role = replica")
-                conn.execute(insert_documents, params)
-                conn.execute(insert_jobs, params)
-                conn.execute(insert_events, params)
-        for table in ("documents", "extraction_jobs", "status_events"):
-            conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT max(id) FROM docstatus.{}))")
-                         .format(sql.Literal(f"docstatus.{table}"), sql.Identifier(table)))
-        check_invariants(conn, documents, per_document)
-        conn.execute("SELECT docstatus.fold_status_counters()")
-        conn.execute("VACUUM (ANALYZE) docstatus.documents, docstatus.extraction_jobs, docstatus.status_events")
-        conn.execute("CHECKPOINT")
-    return time.monotonic() - started
 
 
 def working_set(dsn: str, count: int) -> None:

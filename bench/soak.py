@@ -52,9 +52,12 @@ def columns(conn, table: str, skip: set[str]) -> list[str]:
         " ORDER BY attnum", (f"docstatus.{table}",)) if name not in skip]
 
 
-def load(dsn: str, documents: int) -> float:
-    """Loads `documents` completed documents; returns the seconds it took."""
+def load(dsn: str, documents: int, spread_days: float = 0.0) -> float:
+    """Loads `documents` completed documents; returns the seconds it took. With ``spread_days``,
+    document g is ``g * step`` older than the newest, its job and events with it (as a real month
+    of traffic would be, rather than a million documents all finished in the last minute)."""
     started = time.monotonic()
+    step = f"{spread_days * 86400 / documents:.6f} seconds"
     with psycopg.connect(dsn, autocommit=True) as conn:
         # The template: one lifecycle through the API (ids 1: document, job; events 1..10).
         conn.execute("SELECT docstatus.register_document('soak', 'soak/1', 'doc.pdf', 'application/pdf', 18231)")
@@ -63,32 +66,32 @@ def load(dsn: str, documents: int) -> float:
         for mark in ("mark_ocr_running", "mark_llm_running", "mark_processing_done"):
             conn.execute(sql.SQL("SELECT docstatus.{}(1, 'loader')").format(sql.Identifier(mark)))
         (per_document,) = conn.execute("SELECT count(*) FROM docstatus.status_events").fetchone()
+        age = sql.SQL("(({last}::bigint - g) * {step}::interval)").format(
+            last=sql.Literal(documents), step=sql.Literal(step))
+        times = {"documents": ("created_at", "updated_at", "status_entered_at"),
+                 "extraction_jobs": ("created_at", "started_at", "completed_at", "not_before"),
+                 "status_events": ("occurred_at",)}
 
-        doc_columns = columns(conn, "documents", {"id", "blob_name"})
-        job_columns = columns(conn, "extraction_jobs", {"id", "document_id"})
-        event_columns = columns(conn, "status_events", {"id", "tx_id", "document_id", "job_id"})
-
-        def copies(table, fixed: dict[str, sql.Composable], copied: list[str], source: sql.Composable):
+        def copies(table, fixed: dict[str, sql.Composable], skip: set[str], source: sql.Composable):
+            copied = [c for c in columns(conn, table, skip) if c not in fixed]
+            shifted = {c: sql.SQL("t.{} - {}").format(sql.Identifier(c), age) for c in times[table] if c in copied}
             names = [*fixed, *copied]
+            values = [*fixed.values(), *(shifted.get(c, sql.SQL("t.{}").format(sql.Identifier(c))) for c in copied)]
             return sql.SQL("INSERT INTO docstatus.{} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
-                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)),
-                sql.SQL(", ").join([*fixed.values(), *(sql.SQL("t.{}").format(sql.Identifier(c)) for c in copied)]),
+                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)), sql.SQL(", ").join(values),
                 source)
 
         g = sql.SQL("g")
-        insert_documents = copies("documents", {"id": g, "blob_name": sql.SQL("'soak/' || g")}, doc_columns,
-                                  sql.SQL("generate_series(%(first)s::bigint, %(last)s::bigint) g,"
-                                          " docstatus.documents t WHERE t.id = 1"))
-        insert_jobs = copies("extraction_jobs", {"id": g, "document_id": g}, job_columns,
-                             sql.SQL("generate_series(%(first)s::bigint, %(last)s::bigint) g,"
-                                     " docstatus.extraction_jobs t WHERE t.id = 1"))
+        series = "generate_series(%(first)s::bigint, %(last)s::bigint) g, docstatus.{} t WHERE t.{} = 1"
+        insert_documents = copies("documents", {"id": g, "blob_name": sql.SQL("'soak/' || g"),
+                                                "filename": sql.SQL("'doc-' || g || '.pdf'")}, {"id", "blob_name"},
+                                  sql.SQL(series.format("documents", "id")))
+        insert_jobs = copies("extraction_jobs", {"id": g, "document_id": g}, {"id", "document_id"},
+                             sql.SQL(series.format("extraction_jobs", "id")))
         insert_events = copies(
-            "status_events",
-            {"id": sql.SQL("(g - 1) * %(per)s::bigint + t.id"), "document_id": g,
-             "job_id": sql.SQL("CASE WHEN t.job_id IS NOT NULL THEN g END")},
-            event_columns,
-            sql.SQL("generate_series(%(first)s::bigint, %(last)s::bigint) g,"
-                    " docstatus.status_events t WHERE t.document_id = 1"))
+            "status_events", {"id": sql.SQL("(g - 1) * %(per)s::bigint + t.id"), "document_id": g,
+                              "job_id": sql.SQL("CASE WHEN t.job_id IS NOT NULL THEN g END")},
+            {"id", "tx_id", "document_id", "job_id"}, sql.SQL(series.format("status_events", "document_id")))
         for first in range(2, documents + 1, BATCH):
             last = min(first + BATCH - 1, documents)
             params = {"first": first, "last": last, "per": per_document}

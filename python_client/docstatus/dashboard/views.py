@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from docstatus.client import Client
 from docstatus.dashboard import charts
-from docstatus.models import DocumentStateInfo, EventKind, StatusCount, StatusTransition
+from docstatus.models import DocumentStateInfo, EventKind, StatusCount
 
 STUCK_SHOWN = 50
 FAILURE_PATTERNS_SHOWN = 20
@@ -35,22 +35,6 @@ def state_counts(states: Sequence[DocumentStateInfo], counts: Sequence[StatusCou
         elif not shared_stage:
             result[str(state.state)] = by_kind.get((EventKind.PROCESSING.value, str(state.processing_status)), 0)
     return result
-
-
-def state_edges(states: Sequence[DocumentStateInfo], transitions: Sequence[StatusTransition]) -> list[tuple[str, str]]:
-    """The moves between states that status_transitions allows: each column stays or takes an edge."""
-    allowed = {(str(t.kind), t.from_status, t.to_status) for t in transitions}
-
-    def moves(kind: str, before: str, after: str) -> bool:
-        return before == after or (kind, before, after) in allowed
-
-    edges = []
-    for a in states:
-        for b in states:
-            if a.state != b.state and moves("text_extraction", a.text_extraction_status, b.text_extraction_status) \
-                    and moves("processing", a.processing_status, b.processing_status):
-                edges.append((str(a.state), str(b.state)))
-    return edges
 
 
 def overview(client: Client) -> dict:
@@ -151,7 +135,8 @@ def state_machine(client: Client) -> dict:
     states = client.document_states()
     transitions = client.status_transitions()
     counts = state_counts(states, client.status_counts())
-    edges = state_edges(states, transitions)
+    # The same moves the docs' diagram draws (docstatus.diagram), asked of the database.
+    edges = [(str(move.from_state), str(move.to_state)) for move in client.document_state_moves()]
     return {
         "diagram": charts.state_diagram([(str(s.state), s.final) for s in states], edges, counts),
         "states": states,
