@@ -223,7 +223,7 @@ CREATE TABLE docstatus.documents (
         CHECK (char_length(blob_name) <= 1024 AND octet_length(blob_name) <= 2048 AND blob_name ~ '\S'),
     CONSTRAINT documents_filename_text CHECK (char_length(filename) <= 1024 AND filename ~ '\S'),
     CONSTRAINT documents_mime_type_text CHECK (char_length(mime_type) <= 255),
-    -- Capped to 4096 bytes by the trigger _050_cap_status_reason, whoever writes it.
+    -- Capped to 4096 bytes by the documents' BEFORE triggers, whoever writes it.
     CONSTRAINT documents_status_reason_capped CHECK (octet_length(status_reason) <= 4096),
     CONSTRAINT documents_status_pair CHECK (
         (text_extraction_status, processing_status) IN (
@@ -274,7 +274,7 @@ CREATE TABLE docstatus.extraction_jobs (
     CONSTRAINT extraction_jobs_released_failed CHECK (NOT released OR status = 'failed'),
     CONSTRAINT extraction_jobs_idempotency_key_text CHECK (char_length(idempotency_key) <= 200 AND idempotency_key ~ '\S'),
     CONSTRAINT extraction_jobs_worker_id_text CHECK (char_length(worker_id) <= 200 AND worker_id ~ '\S'),
-    -- Capped to 4096 bytes by the trigger _050_cap_error_message, whoever writes it.
+    -- Capped to 4096 bytes by _jobs_before_insert and _050_cap_error_message, whoever writes it.
     CONSTRAINT extraction_jobs_error_message_capped CHECK (octet_length(error_message) <= 4096)
 );
 COMMENT ON TABLE docstatus.extraction_jobs IS
@@ -477,13 +477,16 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._require_transition IS 'Internal: DS001 unless (kind, from, to) is a row of status_transitions.';
 
--- Whether the event being written sends its hint on docstatus_events, by settings.notify_mode
--- (notify_events = false is 'off'). Every transaction that NOTIFYs takes one database-wide lock
--- from its commit until the commit is flushed, so the cheaper modes notify less: per_transaction
--- once per transaction (a transaction-local flag, reverted with a rolled-back savepoint as its
--- NOTIFY is), throttled once per notify_interval across all writers. The throttle row is taken
--- with SKIP LOCKED: a writer never waits for it, it sends nothing when another has it.
-CREATE FUNCTION docstatus._event_hint_due() RETURNS boolean
+-- Which events of one trigger call send their docstatus_events hint, by settings.notify_mode
+-- (notify_events = false is 'off'): 'each' (every event), 'first' (the first event of this call
+-- is the one hint of its transaction, or of its throttle interval), or 'none'. Every
+-- transaction that NOTIFYs takes one database-wide lock from its commit until the commit is
+-- flushed, so the cheaper modes notify less: per_transaction once per transaction (a
+-- transaction-local flag, reverted with a rolled-back savepoint as its NOTIFY is), throttled once
+-- per notify_interval across all writers. The throttle row is taken with SKIP LOCKED: a writer
+-- never waits for it, it sends nothing when another has it. The triggers that already read
+-- settings decide 'each' and 'off' themselves and call this for the other two modes only.
+CREATE FUNCTION docstatus._event_hints_due() RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_mode text;
@@ -492,23 +495,24 @@ BEGIN
     SELECT CASE WHEN notify_events THEN notify_mode ELSE 'off' END, notify_interval
       INTO v_mode, v_interval FROM docstatus.settings;
     IF v_mode = 'each' THEN
-        RETURN true;
+        RETURN 'each';
     ELSIF v_mode = 'off' OR current_setting('docstatus.event_hint_sent', true) = 'on' THEN
-        RETURN false;
+        RETURN 'none';
     END IF;
     PERFORM set_config('docstatus.event_hint_sent', 'on', true);
     IF v_mode = 'per_transaction' THEN
-        RETURN true;
+        RETURN 'first';
     END IF;
     UPDATE docstatus.notify_throttle SET last_sent_at = clock_timestamp()
      WHERE channel = (SELECT channel FROM docstatus.notify_throttle
                        WHERE channel = 'docstatus_events' AND last_sent_at <= clock_timestamp() - v_interval
                          FOR UPDATE SKIP LOCKED);
-    RETURN FOUND;
+    RETURN CASE WHEN FOUND THEN 'first' ELSE 'none' END;
 END;
 $$;
-COMMENT ON FUNCTION docstatus._event_hint_due IS
-    'Internal: whether the event being written sends its docstatus_events hint under settings.notify_mode.';
+COMMENT ON FUNCTION docstatus._event_hints_due IS
+    'Internal: which events of one trigger call send their docstatus_events hint under '
+    'settings.notify_mode: each, first or none.';
 
 -- The hints of one event: docstatus_events when p_hint, docstatus_alerts for every failure.
 CREATE FUNCTION docstatus._send_event_hints(
@@ -781,17 +785,25 @@ BEGIN
     END IF;
 
     -- The document lock above keeps the reaper and other callers away from its job, so the
-    -- job needs no lock of its own to be checked; ending it is the same statement.
+    -- job needs no lock of its own to be checked; ending it is the same statement. Its state is
+    -- read after the lock, by a statement of its own, so it is the latest committed one.
     IF p_end_job IS NULL THEN
         SELECT id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at
           FROM docstatus.extraction_jobs
          WHERE document_id = p_document_id AND status = 'pending extraction';
+    ELSIF p_error_message IS NULL THEN
+        UPDATE docstatus.extraction_jobs SET status = p_end_job
+         WHERE document_id = p_document_id AND status = 'pending extraction'
+        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
     ELSE
         UPDATE docstatus.extraction_jobs SET status = p_end_job, error_message = p_error_message
          WHERE document_id = p_document_id AND status = 'pending extraction'
         RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
     END IF;
-    PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
+    IF (p_worker_id IS NOT NULL AND v_holder IS DISTINCT FROM p_worker_id)
+       OR (v_holder IS NOT NULL AND v_lease_expires_at <= now()) THEN
+        PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
+    END IF;
     RETURN v_document;
 END;
 $$;
@@ -967,11 +979,19 @@ BEGIN
        AND docstatus._is_known_status('processing', NEW.processing_status) THEN
         PERFORM docstatus._raise_invalid_transition(NEW.id, 'processing', NULL, NEW.processing_status);
     END IF;
+    IF octet_length(NEW.status_reason) > 4096 THEN
+        NEW.status_reason := docstatus._cap_text(NEW.status_reason);
+    END IF;
     NEW.status_entered_at := now();
     RETURN NEW;
 END;
 $$;
 
+-- PostgreSQL 15 prepares the CHECK constraints and trigger WHEN clauses of a table again for
+-- each statement that writes it, and each statement run inside a function pays an executor
+-- start; so these triggers write a change's history rows in one INSERT, read what they need with
+-- one lookup, decide the hints once per call, and cap the long texts themselves.
+--
 -- One trigger per change writes its history itself (no second trigger, no queued AFTER event
 -- for updates): an UPDATE's BEFORE trigger sees the row as it will be written, and a failing
 -- statement rolls its history back with it. Inserts keep an AFTER trigger: INSERT ... ON
@@ -979,59 +999,75 @@ $$;
 CREATE FUNCTION docstatus._documents_record_history() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_event_id bigint;
+    v_hints text := docstatus._event_hints_due();
+    v_sent bigint;
 BEGIN
-    INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
-    VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason)
-    RETURNING id INTO v_event_id;
-    IF docstatus._event_hint_due() THEN
-        PERFORM docstatus._send_event_hints(v_event_id, NEW.id, NULL, 'text_extraction', NULL,
-                                            NEW.text_extraction_status, NEW.status_reason, true);
+    IF v_hints = 'none' THEN
+        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+        VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason),
+               (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason);
+        RETURN NULL;
     END IF;
-    INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
-    VALUES (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason)
-    RETURNING id INTO v_event_id;
-    IF docstatus._event_hint_due() THEN
-        PERFORM docstatus._send_event_hints(v_event_id, NEW.id, NULL, 'processing', NULL,
-                                            NEW.processing_status, NEW.status_reason, true);
-    END IF;
+    WITH event AS (
+        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+        VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason),
+               (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason)
+        RETURNING id, kind, to_status)
+    SELECT count(docstatus._send_event_hints(event.id, NEW.id, NULL, event.kind, NULL, event.to_status,
+                                             NEW.status_reason, v_hints = 'each' OR event.kind = 'text_extraction'))
+      INTO v_sent FROM event;
     RETURN NULL;
 END;
 $$;
 
--- The whole of a document's status change in one trigger: both edges checked with one lookup
--- (the per-edge check runs only to name the failing one), the stamps, the lease of an unheld
--- job entering ocr running (every job of an in-progress document has one, so the reaper covers
--- it even when a document was moved by hand; it goes to the session's login role), the history.
+-- The whole of a document's update in one trigger: the cap of status_reason, the stamps, and
+-- for a status change both edges checked (the per-edge check runs only to name the failing
+-- one), the lease of an unheld job entering ocr running (every job of an in-progress document
+-- has one, so the reaper covers it even when a document was moved by hand; it goes to the
+-- session's login role) and the history, its one or two rows in one INSERT.
 CREATE FUNCTION docstatus._documents_before_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_text_changed boolean := NEW.text_extraction_status IS DISTINCT FROM OLD.text_extraction_status;
     v_processing_changed boolean := NEW.processing_status IS DISTINCT FROM OLD.processing_status;
     v_edges integer;
-    v_event_id bigint;
-    v_hint boolean;
+    v_mode text;
+    v_hold_job boolean;
+    v_hints text;
+    v_sent bigint;
 BEGIN
-    IF v_text_changed OR v_processing_changed THEN
-        SELECT count(*) INTO v_edges FROM docstatus.status_transitions
-         WHERE (kind, from_status, to_status) IN (
-                   ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status),
-                   ('processing', OLD.processing_status, NEW.processing_status));
-        IF v_edges < v_text_changed::integer + v_processing_changed::integer THEN
-            IF v_text_changed THEN
-                PERFORM docstatus._require_transition(
-                    OLD.id, 'text_extraction', OLD.text_extraction_status, NEW.text_extraction_status);
-            END IF;
-            IF v_processing_changed THEN
-                PERFORM docstatus._require_transition(
-                    OLD.id, 'processing', OLD.processing_status, NEW.processing_status);
-            END IF;
-        END IF;
-        NEW.status_entered_at := now();
+    IF octet_length(NEW.status_reason) > 4096 THEN
+        NEW.status_reason := docstatus._cap_text(NEW.status_reason);
     END IF;
     NEW.updated_at := now();
+    IF NOT (v_text_changed OR v_processing_changed) THEN
+        RETURN NEW;
+    END IF;
 
-    IF v_processing_changed AND NEW.processing_status = 'ocr running' THEN
+    -- One lookup: the edges that exist, the notify mode, whether a job waits for its lease.
+    SELECT (SELECT count(*) FROM docstatus.status_transitions
+             WHERE (kind, from_status, to_status) IN (
+                       ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status),
+                       ('processing', OLD.processing_status, NEW.processing_status))),
+           CASE WHEN s.notify_events THEN s.notify_mode ELSE 'off' END,
+           v_processing_changed AND NEW.processing_status = 'ocr running'
+               AND EXISTS (SELECT FROM docstatus.extraction_jobs
+                            WHERE document_id = NEW.id AND status = 'pending extraction' AND worker_id IS NULL)
+      INTO v_edges, v_mode, v_hold_job
+      FROM docstatus.settings s;
+    IF v_edges < v_text_changed::integer + v_processing_changed::integer THEN
+        IF v_text_changed THEN
+            PERFORM docstatus._require_transition(
+                OLD.id, 'text_extraction', OLD.text_extraction_status, NEW.text_extraction_status);
+        END IF;
+        IF v_processing_changed THEN
+            PERFORM docstatus._require_transition(
+                OLD.id, 'processing', OLD.processing_status, NEW.processing_status);
+        END IF;
+    END IF;
+    NEW.status_entered_at := now();
+
+    IF v_hold_job THEN
         UPDATE docstatus.extraction_jobs
            SET worker_id = session_user,
                lease_expires_at = now() + (SELECT default_lease FROM docstatus.settings),
@@ -1039,28 +1075,30 @@ BEGIN
          WHERE document_id = NEW.id AND status = 'pending extraction' AND worker_id IS NULL;
     END IF;
 
-    IF v_text_changed THEN
+    -- The text event first, as its column comes first; a failure always sends its alert.
+    v_hints := CASE v_mode WHEN 'each' THEN 'each' WHEN 'off' THEN 'none' ELSE docstatus._event_hints_due() END;
+    IF v_hints = 'none' AND NEW.text_extraction_status <> 'failed' THEN
         INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
-        VALUES (NEW.id, 'text_extraction', OLD.text_extraction_status, NEW.text_extraction_status, NEW.status_reason)
-        RETURNING id INTO v_event_id;
-        v_hint := docstatus._event_hint_due();
-        IF v_hint OR NEW.text_extraction_status = 'failed' THEN
-            PERFORM docstatus._send_event_hints(
-                v_event_id, NEW.id, NULL, 'text_extraction', OLD.text_extraction_status,
-                NEW.text_extraction_status, NEW.status_reason, v_hint);
-        END IF;
+        SELECT NEW.id, change.kind, change.from_status, change.to_status, NEW.status_reason
+          FROM (VALUES ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status, v_text_changed),
+                       ('processing', OLD.processing_status, NEW.processing_status, v_processing_changed))
+               AS change (kind, from_status, to_status, changed)
+         WHERE change.changed;
+        RETURN NEW;
     END IF;
-    IF v_processing_changed THEN
+    WITH event AS (
         INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
-        VALUES (NEW.id, 'processing', OLD.processing_status, NEW.processing_status, NEW.status_reason)
-        RETURNING id INTO v_event_id;
-        v_hint := docstatus._event_hint_due();
-        IF v_hint OR NEW.processing_status = 'failed' THEN
-            PERFORM docstatus._send_event_hints(
-                v_event_id, NEW.id, NULL, 'processing', OLD.processing_status,
-                NEW.processing_status, NEW.status_reason, v_hint);
-        END IF;
-    END IF;
+        SELECT NEW.id, change.kind, change.from_status, change.to_status, NEW.status_reason
+          FROM (VALUES ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status, v_text_changed),
+                       ('processing', OLD.processing_status, NEW.processing_status, v_processing_changed))
+               AS change (kind, from_status, to_status, changed)
+         WHERE change.changed
+        RETURNING id, kind, from_status, to_status)
+    SELECT count(docstatus._send_event_hints(
+                     event.id, NEW.id, NULL, event.kind, event.from_status, event.to_status, NEW.status_reason,
+                     v_hints = 'each'
+                     OR (v_hints = 'first' AND (event.kind = 'text_extraction' OR NOT v_text_changed))))
+      INTO v_sent FROM event;
     RETURN NEW;
 END;
 $$;
@@ -1078,6 +1116,9 @@ BEGIN
     IF NEW.status <> 'pending extraction' AND docstatus._is_known_status('job', NEW.status) THEN
         PERFORM docstatus._raise_invalid_transition(NEW.document_id, 'job', NULL, NEW.status, NEW.id);
     END IF;
+    IF octet_length(NEW.error_message) > 4096 THEN
+        NEW.error_message := docstatus._cap_text(NEW.error_message);
+    END IF;
     RETURN NEW;
 END;
 $$;
@@ -1085,41 +1126,58 @@ $$;
 CREATE FUNCTION docstatus._jobs_record_history() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_hints text := docstatus._event_hints_due();
     v_event_id bigint;
 BEGIN
+    IF v_hints = 'none' THEN
+        INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
+        VALUES (NEW.document_id, NEW.id, 'job', NULL, NEW.status, NEW.error_message);
+        RETURN NULL;
+    END IF;
     INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
     VALUES (NEW.document_id, NEW.id, 'job', NULL, NEW.status, NEW.error_message)
     RETURNING id INTO v_event_id;
-    IF docstatus._event_hint_due() THEN
-        PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', NULL,
-                                            NEW.status, NEW.error_message, true);
-    END IF;
+    PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', NULL,
+                                        NEW.status, NEW.error_message, true);
     RETURN NULL;
 END;
 $$;
 
--- A job's status change: the edge, the end stamp and the history in one trigger.
+-- A job's status change: the edge, the end stamp and the history in one trigger. It fires for
+-- every update that sets status and returns at once when status did not change: cheaper than a
+-- WHEN clause, which is prepared again for each statement.
 CREATE FUNCTION docstatus._jobs_before_status_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_edge boolean;
+    v_mode text;
+    v_hints text;
     v_event_id bigint;
-    v_hint boolean;
 BEGIN
-    PERFORM FROM docstatus.status_transitions
-     WHERE kind = 'job' AND from_status = OLD.status AND to_status = NEW.status;
-    IF NOT FOUND THEN
+    IF NEW.status IS NOT DISTINCT FROM OLD.status THEN
+        RETURN NEW;
+    END IF;
+    SELECT EXISTS (SELECT FROM docstatus.status_transitions
+                    WHERE kind = 'job' AND from_status = OLD.status AND to_status = NEW.status),
+           CASE WHEN s.notify_events THEN s.notify_mode ELSE 'off' END
+      INTO v_edge, v_mode
+      FROM docstatus.settings s;
+    IF NOT v_edge THEN
         PERFORM docstatus._require_transition(OLD.document_id, 'job', OLD.status, NEW.status, OLD.id);
     END IF;
     -- Every transition out of 'pending extraction' is terminal: callers cannot forget the stamp.
     NEW.completed_at := now();
+    v_hints := CASE v_mode WHEN 'each' THEN 'each' WHEN 'off' THEN 'none' ELSE docstatus._event_hints_due() END;
+    IF v_hints = 'none' AND NEW.status <> 'failed' THEN
+        INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
+        VALUES (NEW.document_id, NEW.id, 'job', OLD.status, NEW.status, NEW.error_message);
+        RETURN NEW;
+    END IF;
     INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
     VALUES (NEW.document_id, NEW.id, 'job', OLD.status, NEW.status, NEW.error_message)
     RETURNING id INTO v_event_id;
-    v_hint := docstatus._event_hint_due();
-    IF v_hint OR NEW.status = 'failed' THEN
-        PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', OLD.status,
-                                            NEW.status, NEW.error_message, v_hint);
-    END IF;
+    PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', OLD.status,
+                                        NEW.status, NEW.error_message, v_hints <> 'none');
     RETURN NEW;
 END;
 $$;
@@ -1127,8 +1185,7 @@ $$;
 CREATE TRIGGER _100_check_initial_status BEFORE INSERT ON docstatus.extraction_jobs
     FOR EACH ROW EXECUTE FUNCTION docstatus._jobs_before_insert();
 CREATE TRIGGER _100_check_transition BEFORE UPDATE OF status ON docstatus.extraction_jobs
-    FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM OLD.status)
-    EXECUTE FUNCTION docstatus._jobs_before_status_change();
+    FOR EACH ROW EXECUTE FUNCTION docstatus._jobs_before_status_change();
 CREATE TRIGGER _500_history_insert AFTER INSERT ON docstatus.extraction_jobs
     FOR EACH ROW EXECUTE FUNCTION docstatus._jobs_record_history();
 -- Document and job agree, checked at commit so a transaction may move them in either order.
@@ -1175,25 +1232,52 @@ COMMENT ON FUNCTION docstatus._check_document_job_agreement IS
 -- so these two are definers themselves.
 CREATE FUNCTION docstatus._documents_check_agreement() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_status text;
+    v_active_job_id bigint;
+    v_holder text;
 BEGIN
-    PERFORM docstatus._check_document_job_agreement(NEW.id);
+    SELECT d.text_extraction_status, j.id, j.worker_id INTO v_status, v_active_job_id, v_holder
+      FROM docstatus.documents d
+      LEFT JOIN docstatus.extraction_jobs j ON j.document_id = d.id AND j.status = 'pending extraction'
+     WHERE d.id = NEW.id;
+    IF (v_active_job_id IS NOT NULL) <> (v_status IN ('ready', 'in progress'))
+       OR (v_status = 'in progress' AND v_holder IS NULL) THEN
+        PERFORM docstatus._check_document_job_agreement(NEW.id);
+    END IF;
     RETURN NULL;
 END;
 $$;
 
 CREATE FUNCTION docstatus._jobs_check_agreement() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_status text;
+    v_active_job_id bigint;
+    v_holder text;
 BEGIN
-    PERFORM docstatus._check_document_job_agreement(NEW.document_id);
+    SELECT d.text_extraction_status, j.id, j.worker_id INTO v_status, v_active_job_id, v_holder
+      FROM docstatus.documents d
+      LEFT JOIN docstatus.extraction_jobs j ON j.document_id = d.id AND j.status = 'pending extraction'
+     WHERE d.id = NEW.document_id;
+    IF (v_active_job_id IS NOT NULL) <> (v_status IN ('ready', 'in progress'))
+       OR (v_status = 'in progress' AND v_holder IS NULL) THEN
+        PERFORM docstatus._check_document_job_agreement(NEW.document_id);
+    END IF;
     RETURN NULL;
 END;
 $$;
 
 -- A new document is 'not ready' (enforced above) and has no job yet, so inserts need no check.
+-- A document that stays on one side (with an active job: ready, in progress; without: the
+-- rest) keeps its jobs as they were, which agreed at the last commit; any change to them fires
+-- the job side. Entering in progress also holds the job (_documents_before_update). So only a
+-- move across the sides needs the check.
 CREATE CONSTRAINT TRIGGER _800_documents_agree_with_jobs
     AFTER UPDATE OF text_extraction_status ON docstatus.documents
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.text_extraction_status IS DISTINCT FROM OLD.text_extraction_status)
+    FOR EACH ROW WHEN ((NEW.text_extraction_status IN ('ready', 'in progress'))
+                       IS DISTINCT FROM (OLD.text_extraction_status IN ('ready', 'in progress')))
     EXECUTE FUNCTION docstatus._documents_check_agreement();
 CREATE CONSTRAINT TRIGGER _800_jobs_agree_with_document
     AFTER INSERT ON docstatus.extraction_jobs
@@ -1222,7 +1306,9 @@ CREATE TRIGGER _100_keep_identity BEFORE UPDATE OF document_id, attempt ON docst
     EXECUTE FUNCTION docstatus._refuse_job_identity_change();
 
 -- error_message and status_reason keep their first 4096 bytes and say how much was cut,
--- whoever writes them (_cap_text).
+-- whoever writes them (_cap_text): status_reason in the documents' BEFORE triggers, which fire
+-- for every insert and update; error_message in _jobs_before_insert and here, for an update that
+-- sets it.
 CREATE FUNCTION docstatus._cap_error_message() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -1232,21 +1318,10 @@ END;
 $$;
 COMMENT ON FUNCTION docstatus._cap_error_message IS 'Internal trigger: error_message keeps its first 4096 bytes.';
 
-CREATE FUNCTION docstatus._cap_status_reason() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.status_reason := docstatus._cap_text(NEW.status_reason);
-    RETURN NEW;
-END;
-$$;
-COMMENT ON FUNCTION docstatus._cap_status_reason IS 'Internal trigger: status_reason keeps its first 4096 bytes.';
-
--- Fired only for a text over the limit (the WHEN clause costs no function call), first of the
--- BEFORE triggers: the triggers after it (the history written with the change) see the capped text.
-CREATE TRIGGER _050_cap_error_message BEFORE INSERT OR UPDATE OF error_message ON docstatus.extraction_jobs
+-- Fired only for a text over the limit, first of the BEFORE triggers: the triggers after it
+-- (the history written with the change) see the capped text.
+CREATE TRIGGER _050_cap_error_message BEFORE UPDATE OF error_message ON docstatus.extraction_jobs
     FOR EACH ROW WHEN (octet_length(NEW.error_message) > 4096) EXECUTE FUNCTION docstatus._cap_error_message();
-CREATE TRIGGER _050_cap_status_reason BEFORE INSERT OR UPDATE OF status_reason ON docstatus.documents
-    FOR EACH ROW WHEN (octet_length(NEW.status_reason) > 4096) EXECUTE FUNCTION docstatus._cap_status_reason();
 
 -- History is append-only, for superusers too.
 CREATE FUNCTION docstatus._refuse_history_change() RETURNS trigger
@@ -1326,22 +1401,30 @@ RETURNS docstatus.documents
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_document docstatus.documents;
+    v_mime text := nullif(btrim(p_mime_type), '');
 BEGIN
-    -- The Azure limits: a container name has at most 63 characters, a blob name 1024.
-    PERFORM docstatus._require_text('blob container', p_blob_container, 63);
-    PERFORM docstatus._require_text('blob name', p_blob_name, 1024);
-    IF octet_length(p_blob_name) > 2048 THEN
-        PERFORM docstatus._raise_invalid_argument(
-            format('blob name must be at most 2048 bytes, got %s', octet_length(p_blob_name)));
-    END IF;
-    PERFORM docstatus._require_text('filename', p_filename, 1024);
-    PERFORM docstatus._require_text('MIME type', nullif(btrim(p_mime_type), ''), 255, p_nullable => true);
-    IF p_size_bytes < 0 THEN
-        PERFORM docstatus._raise_invalid_argument(format('size must not be negative, got %s', p_size_bytes));
+    -- The Azure limits: a container name has at most 63 characters, a blob name 1024. All of
+    -- them in one expression; the checks that name the argument run only when one fails.
+    IF NOT coalesce(char_length(p_blob_container) <= 63 AND p_blob_container ~ '\S'
+                    AND char_length(p_blob_name) <= 1024 AND octet_length(p_blob_name) <= 2048
+                    AND p_blob_name ~ '\S' AND char_length(p_filename) <= 1024 AND p_filename ~ '\S'
+                    AND coalesce(char_length(v_mime) <= 255, true) AND coalesce(p_size_bytes >= 0, true),
+                    false) THEN
+        PERFORM docstatus._require_text('blob container', p_blob_container, 63);
+        PERFORM docstatus._require_text('blob name', p_blob_name, 1024);
+        IF octet_length(p_blob_name) > 2048 THEN
+            PERFORM docstatus._raise_invalid_argument(
+                format('blob name must be at most 2048 bytes, got %s', octet_length(p_blob_name)));
+        END IF;
+        PERFORM docstatus._require_text('filename', p_filename, 1024);
+        PERFORM docstatus._require_text('MIME type', v_mime, 255, p_nullable => true);
+        IF p_size_bytes < 0 THEN
+            PERFORM docstatus._raise_invalid_argument(format('size must not be negative, got %s', p_size_bytes));
+        END IF;
     END IF;
 
     INSERT INTO docstatus.documents (blob_container, blob_name, filename, mime_type, size_bytes)
-    VALUES (p_blob_container, p_blob_name, p_filename, nullif(btrim(p_mime_type), ''), p_size_bytes)
+    VALUES (p_blob_container, p_blob_name, p_filename, v_mime, p_size_bytes)
     ON CONFLICT (blob_container, blob_name) DO NOTHING
     RETURNING * INTO v_document;
     IF NOT FOUND THEN
@@ -1426,6 +1509,26 @@ BEGIN
     IF p_blob_size < 0 THEN
         PERFORM docstatus._raise_invalid_argument(format('blob size must not be negative, got %s', p_blob_size));
     END IF;
+
+    -- The usual case in one statement: an uploaded document whose blob is the size registered
+    -- (or either size unknown), not empty, within settings.max_document_bytes and of an allowed
+    -- type becomes ready, and gets its first job. The row lock and the conditions are those of
+    -- the path below, which judges every other case and says why.
+    IF p_blob_retrievable THEN
+        UPDATE docstatus.documents d
+           SET text_extraction_status = 'ready', status_reason = NULL, mime_type = v_mime
+         WHERE d.id = p_document_id AND d.text_extraction_status = 'not ready'
+           AND (p_blob_size IS NULL OR d.size_bytes IS NULL OR d.size_bytes = p_blob_size)
+           AND (d.size_bytes IS NULL
+                OR (d.size_bytes > 0 AND d.size_bytes <= (SELECT max_document_bytes FROM docstatus.settings)))
+           AND EXISTS (SELECT FROM docstatus.allowed_mime_types a WHERE a.mime_type = v_mime)
+        RETURNING * INTO v_document;
+        IF FOUND THEN
+            PERFORM docstatus._insert_job(p_document_id, NULL);
+            RETURN v_document;
+        END IF;
+    END IF;
+
     v_document := docstatus._lock_document(p_document_id);
 
     -- Only an uploaded document, or one that failed validation (it never had a job), is judged.
@@ -1570,7 +1673,9 @@ CREATE FUNCTION docstatus.claim_extraction_job(p_worker_id text, p_lease interva
 RETURNS SETOF docstatus.extraction_jobs
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
+    IF NOT coalesce(char_length(p_worker_id) <= 200 AND p_worker_id ~ '\S' AND p_lease > interval '0', false) THEN
+        PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
+    END IF;
     -- An expired lease keeps its holder: only the reaper ends that job, so every attempt counts.
     RETURN QUERY
     UPDATE docstatus.extraction_jobs j
@@ -1632,7 +1737,9 @@ DECLARE
     v_job_ids bigint[];
     v_document_ids bigint[];
 BEGIN
-    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
+    IF NOT coalesce(char_length(p_worker_id) <= 200 AND p_worker_id ~ '\S' AND p_lease > interval '0', false) THEN
+        PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
+    END IF;
     IF p_limit IS NULL OR p_limit < 1 THEN
         PERFORM docstatus._raise_invalid_argument(format('limit must be positive, got %s', p_limit));
     END IF;
@@ -1650,17 +1757,29 @@ BEGIN
     IF v_job_ids IS NULL THEN
         RETURN;
     END IF;
-    IF p_start_ocr THEN
-        -- As mark_ocr_running would, in the claim's transaction: one round trip fewer per job.
-        UPDATE docstatus.documents
-           SET text_extraction_status = 'in progress', processing_status = 'ocr running', status_reason = NULL
-         WHERE id = ANY (v_document_ids);
+    IF NOT p_start_ocr THEN
+        RETURN QUERY
+        UPDATE docstatus.extraction_jobs j
+           SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
+          FROM docstatus.documents d
+         WHERE j.id = ANY (v_job_ids) AND d.id = j.document_id
+        RETURNING j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
+                  j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
+                  d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
+                  d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
+                  d.status_entered_at;
+        RETURN;
     END IF;
-    RETURN QUERY
-    UPDATE docstatus.extraction_jobs j
+    -- As mark_ocr_running would, in the claim's transaction: one round trip fewer per job. The
+    -- jobs are held first, so the documents' trigger finds them held and leaves them alone.
+    UPDATE docstatus.extraction_jobs
        SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
-      FROM docstatus.documents d
-     WHERE j.id = ANY (v_job_ids) AND d.id = j.document_id
+     WHERE id = ANY (v_job_ids);
+    RETURN QUERY
+    UPDATE docstatus.documents d
+       SET text_extraction_status = 'in progress', processing_status = 'ocr running', status_reason = NULL
+      FROM docstatus.extraction_jobs j
+     WHERE d.id = ANY (v_document_ids) AND j.id = ANY (v_job_ids) AND j.document_id = d.id
     RETURNING j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
               j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
               d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,

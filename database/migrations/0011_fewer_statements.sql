@@ -1,0 +1,650 @@
+-- The hot path in fewer statements. PostgreSQL 15 prepares every CHECK constraint and every
+-- trigger WHEN clause of a table again for each statement that writes it (it parses their
+-- stored text), and each statement run inside a function pays an executor start. So:
+-- - a trigger call writes its history rows in one INSERT (two rows when both status columns
+--   move) and reads the graph, the notify mode and the job it may hold with one lookup;
+-- - one hint decision per trigger call (_event_hints_due) instead of one per event;
+-- - the 4096-byte caps run inside the BEFORE triggers that fire anyway, not as triggers of their
+--   own whose WHEN clause was prepared on every update of status_reason or error_message;
+-- - the job transition trigger has no WHEN clause, and the document side of the agreement
+--   check fires only when a document enters or leaves the states that have an active job;
+-- - validate_document accepts the usual upload in one UPDATE; claim_jobs(p_start_ocr) holds
+--   the jobs before it moves their documents, so each job is updated once, not twice;
+-- - argument checks that pass cost one expression, not a function call per argument.
+-- The rows in status_events, the notifications, the errors and the checks are the same.
+-- depends: 0010_hot_path
+
+------------------------------------------------------------------------------------------------
+-- Hints: one decision per trigger call
+------------------------------------------------------------------------------------------------
+
+-- Which events of one trigger call send their docstatus_events hint, by settings.notify_mode
+-- (notify_events = false is 'off'): 'each' (every event), 'first' (the first event of this call
+-- is the one hint of its transaction, or of its throttle interval), or 'none'. Every
+-- transaction that NOTIFYs takes one database-wide lock from its commit until the commit is
+-- flushed, so the cheaper modes notify less: per_transaction once per transaction (a
+-- transaction-local flag, reverted with a rolled-back savepoint as its NOTIFY is), throttled once
+-- per notify_interval across all writers. The throttle row is taken with SKIP LOCKED: a writer
+-- never waits for it, it sends nothing when another has it. The triggers that already read
+-- settings decide 'each' and 'off' themselves and call this for the other two modes only.
+CREATE FUNCTION docstatus._event_hints_due() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_mode text;
+    v_interval interval;
+BEGIN
+    SELECT CASE WHEN notify_events THEN notify_mode ELSE 'off' END, notify_interval
+      INTO v_mode, v_interval FROM docstatus.settings;
+    IF v_mode = 'each' THEN
+        RETURN 'each';
+    ELSIF v_mode = 'off' OR current_setting('docstatus.event_hint_sent', true) = 'on' THEN
+        RETURN 'none';
+    END IF;
+    PERFORM set_config('docstatus.event_hint_sent', 'on', true);
+    IF v_mode = 'per_transaction' THEN
+        RETURN 'first';
+    END IF;
+    UPDATE docstatus.notify_throttle SET last_sent_at = clock_timestamp()
+     WHERE channel = (SELECT channel FROM docstatus.notify_throttle
+                       WHERE channel = 'docstatus_events' AND last_sent_at <= clock_timestamp() - v_interval
+                         FOR UPDATE SKIP LOCKED);
+    RETURN CASE WHEN FOUND THEN 'first' ELSE 'none' END;
+END;
+$$;
+COMMENT ON FUNCTION docstatus._event_hints_due IS
+    'Internal: which events of one trigger call send their docstatus_events hint under '
+    'settings.notify_mode: each, first or none.';
+REVOKE ALL ON FUNCTION docstatus._event_hints_due() FROM PUBLIC;
+
+------------------------------------------------------------------------------------------------
+-- Documents: the caps inside the BEFORE triggers, history in one INSERT per change
+------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION docstatus._documents_before_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- A document starts uploaded; an unknown status is left to the column's CHECK (23514).
+    IF NEW.text_extraction_status <> 'not ready'
+       AND docstatus._is_known_status('text_extraction', NEW.text_extraction_status) THEN
+        PERFORM docstatus._raise_invalid_transition(NEW.id, 'text_extraction', NULL, NEW.text_extraction_status);
+    END IF;
+    IF NEW.processing_status <> 'pending extraction'
+       AND docstatus._is_known_status('processing', NEW.processing_status) THEN
+        PERFORM docstatus._raise_invalid_transition(NEW.id, 'processing', NULL, NEW.processing_status);
+    END IF;
+    IF octet_length(NEW.status_reason) > 4096 THEN
+        NEW.status_reason := docstatus._cap_text(NEW.status_reason);
+    END IF;
+    NEW.status_entered_at := now();
+    RETURN NEW;
+END;
+$$;
+
+-- Inserts keep an AFTER trigger for their history: INSERT ... ON CONFLICT DO NOTHING runs
+-- BEFORE triggers for rows it then skips.
+CREATE OR REPLACE FUNCTION docstatus._documents_record_history() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_hints text := docstatus._event_hints_due();
+    v_sent bigint;
+BEGIN
+    IF v_hints = 'none' THEN
+        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+        VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason),
+               (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason);
+        RETURN NULL;
+    END IF;
+    WITH event AS (
+        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+        VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason),
+               (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason)
+        RETURNING id, kind, to_status)
+    SELECT count(docstatus._send_event_hints(event.id, NEW.id, NULL, event.kind, NULL, event.to_status,
+                                             NEW.status_reason, v_hints = 'each' OR event.kind = 'text_extraction'))
+      INTO v_sent FROM event;
+    RETURN NULL;
+END;
+$$;
+
+-- The whole of a document's update in one trigger: the cap of status_reason, the stamps, and
+-- for a status change both edges checked (the per-edge check runs only to name the failing
+-- one), the lease of an unheld job entering ocr running (every job of an in-progress document
+-- has one, so the reaper covers it even when a document was moved by hand; it goes to the
+-- session's login role) and the history, its one or two rows in one INSERT.
+CREATE OR REPLACE FUNCTION docstatus._documents_before_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_text_changed boolean := NEW.text_extraction_status IS DISTINCT FROM OLD.text_extraction_status;
+    v_processing_changed boolean := NEW.processing_status IS DISTINCT FROM OLD.processing_status;
+    v_edges integer;
+    v_mode text;
+    v_hold_job boolean;
+    v_hints text;
+    v_sent bigint;
+BEGIN
+    IF octet_length(NEW.status_reason) > 4096 THEN
+        NEW.status_reason := docstatus._cap_text(NEW.status_reason);
+    END IF;
+    NEW.updated_at := now();
+    IF NOT (v_text_changed OR v_processing_changed) THEN
+        RETURN NEW;
+    END IF;
+
+    -- One lookup: the edges that exist, the notify mode, whether a job waits for its lease.
+    SELECT (SELECT count(*) FROM docstatus.status_transitions
+             WHERE (kind, from_status, to_status) IN (
+                       ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status),
+                       ('processing', OLD.processing_status, NEW.processing_status))),
+           CASE WHEN s.notify_events THEN s.notify_mode ELSE 'off' END,
+           v_processing_changed AND NEW.processing_status = 'ocr running'
+               AND EXISTS (SELECT FROM docstatus.extraction_jobs
+                            WHERE document_id = NEW.id AND status = 'pending extraction' AND worker_id IS NULL)
+      INTO v_edges, v_mode, v_hold_job
+      FROM docstatus.settings s;
+    IF v_edges < v_text_changed::integer + v_processing_changed::integer THEN
+        IF v_text_changed THEN
+            PERFORM docstatus._require_transition(
+                OLD.id, 'text_extraction', OLD.text_extraction_status, NEW.text_extraction_status);
+        END IF;
+        IF v_processing_changed THEN
+            PERFORM docstatus._require_transition(
+                OLD.id, 'processing', OLD.processing_status, NEW.processing_status);
+        END IF;
+    END IF;
+    NEW.status_entered_at := now();
+
+    IF v_hold_job THEN
+        UPDATE docstatus.extraction_jobs
+           SET worker_id = session_user,
+               lease_expires_at = now() + (SELECT default_lease FROM docstatus.settings),
+               started_at = coalesce(started_at, now())
+         WHERE document_id = NEW.id AND status = 'pending extraction' AND worker_id IS NULL;
+    END IF;
+
+    -- The text event first, as its column comes first; a failure always sends its alert.
+    v_hints := CASE v_mode WHEN 'each' THEN 'each' WHEN 'off' THEN 'none' ELSE docstatus._event_hints_due() END;
+    IF v_hints = 'none' AND NEW.text_extraction_status <> 'failed' THEN
+        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+        SELECT NEW.id, change.kind, change.from_status, change.to_status, NEW.status_reason
+          FROM (VALUES ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status, v_text_changed),
+                       ('processing', OLD.processing_status, NEW.processing_status, v_processing_changed))
+               AS change (kind, from_status, to_status, changed)
+         WHERE change.changed;
+        RETURN NEW;
+    END IF;
+    WITH event AS (
+        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
+        SELECT NEW.id, change.kind, change.from_status, change.to_status, NEW.status_reason
+          FROM (VALUES ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status, v_text_changed),
+                       ('processing', OLD.processing_status, NEW.processing_status, v_processing_changed))
+               AS change (kind, from_status, to_status, changed)
+         WHERE change.changed
+        RETURNING id, kind, from_status, to_status)
+    SELECT count(docstatus._send_event_hints(
+                     event.id, NEW.id, NULL, event.kind, event.from_status, event.to_status, NEW.status_reason,
+                     v_hints = 'each'
+                     OR (v_hints = 'first' AND (event.kind = 'text_extraction' OR NOT v_text_changed))))
+      INTO v_sent FROM event;
+    RETURN NEW;
+END;
+$$;
+
+-- A status_reason over 4096 bytes is cut by the BEFORE triggers above, which fire for every
+-- insert and update of a document.
+DROP TRIGGER _050_cap_status_reason ON docstatus.documents;
+DROP FUNCTION docstatus._cap_status_reason();
+
+------------------------------------------------------------------------------------------------
+-- Jobs: the same
+------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION docstatus._jobs_before_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status <> 'pending extraction' AND docstatus._is_known_status('job', NEW.status) THEN
+        PERFORM docstatus._raise_invalid_transition(NEW.document_id, 'job', NULL, NEW.status, NEW.id);
+    END IF;
+    IF octet_length(NEW.error_message) > 4096 THEN
+        NEW.error_message := docstatus._cap_text(NEW.error_message);
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION docstatus._jobs_record_history() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_hints text := docstatus._event_hints_due();
+    v_event_id bigint;
+BEGIN
+    IF v_hints = 'none' THEN
+        INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
+        VALUES (NEW.document_id, NEW.id, 'job', NULL, NEW.status, NEW.error_message);
+        RETURN NULL;
+    END IF;
+    INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
+    VALUES (NEW.document_id, NEW.id, 'job', NULL, NEW.status, NEW.error_message)
+    RETURNING id INTO v_event_id;
+    PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', NULL,
+                                        NEW.status, NEW.error_message, true);
+    RETURN NULL;
+END;
+$$;
+
+-- A job's status change: the edge, the end stamp and the history in one trigger. It fires for
+-- every update that sets status and returns at once when status did not change: cheaper than a
+-- WHEN clause, which is prepared again for each statement.
+CREATE OR REPLACE FUNCTION docstatus._jobs_before_status_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_edge boolean;
+    v_mode text;
+    v_hints text;
+    v_event_id bigint;
+BEGIN
+    IF NEW.status IS NOT DISTINCT FROM OLD.status THEN
+        RETURN NEW;
+    END IF;
+    SELECT EXISTS (SELECT FROM docstatus.status_transitions
+                    WHERE kind = 'job' AND from_status = OLD.status AND to_status = NEW.status),
+           CASE WHEN s.notify_events THEN s.notify_mode ELSE 'off' END
+      INTO v_edge, v_mode
+      FROM docstatus.settings s;
+    IF NOT v_edge THEN
+        PERFORM docstatus._require_transition(OLD.document_id, 'job', OLD.status, NEW.status, OLD.id);
+    END IF;
+    -- Every transition out of 'pending extraction' is terminal: callers cannot forget the stamp.
+    NEW.completed_at := now();
+    v_hints := CASE v_mode WHEN 'each' THEN 'each' WHEN 'off' THEN 'none' ELSE docstatus._event_hints_due() END;
+    IF v_hints = 'none' AND NEW.status <> 'failed' THEN
+        INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
+        VALUES (NEW.document_id, NEW.id, 'job', OLD.status, NEW.status, NEW.error_message);
+        RETURN NEW;
+    END IF;
+    INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
+    VALUES (NEW.document_id, NEW.id, 'job', OLD.status, NEW.status, NEW.error_message)
+    RETURNING id INTO v_event_id;
+    PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', OLD.status,
+                                        NEW.status, NEW.error_message, v_hints <> 'none');
+    RETURN NEW;
+END;
+$$;
+
+DROP TRIGGER _100_check_transition ON docstatus.extraction_jobs;
+CREATE TRIGGER _100_check_transition BEFORE UPDATE OF status ON docstatus.extraction_jobs
+    FOR EACH ROW EXECUTE FUNCTION docstatus._jobs_before_status_change();
+
+-- Inserts are capped by _jobs_before_insert; an update that sets error_message is capped here,
+-- before the history trigger (_100) sees the text.
+DROP TRIGGER _050_cap_error_message ON docstatus.extraction_jobs;
+CREATE TRIGGER _050_cap_error_message BEFORE UPDATE OF error_message ON docstatus.extraction_jobs
+    FOR EACH ROW WHEN (octet_length(NEW.error_message) > 4096) EXECUTE FUNCTION docstatus._cap_error_message();
+
+------------------------------------------------------------------------------------------------
+-- The agreement of document and job: the check in the trigger itself, the document side only
+-- when it can matter
+------------------------------------------------------------------------------------------------
+
+-- The usual outcome in one query; _check_document_job_agreement raises with the details.
+CREATE OR REPLACE FUNCTION docstatus._documents_check_agreement() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_status text;
+    v_active_job_id bigint;
+    v_holder text;
+BEGIN
+    SELECT d.text_extraction_status, j.id, j.worker_id INTO v_status, v_active_job_id, v_holder
+      FROM docstatus.documents d
+      LEFT JOIN docstatus.extraction_jobs j ON j.document_id = d.id AND j.status = 'pending extraction'
+     WHERE d.id = NEW.id;
+    IF (v_active_job_id IS NOT NULL) <> (v_status IN ('ready', 'in progress'))
+       OR (v_status = 'in progress' AND v_holder IS NULL) THEN
+        PERFORM docstatus._check_document_job_agreement(NEW.id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION docstatus._jobs_check_agreement() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_status text;
+    v_active_job_id bigint;
+    v_holder text;
+BEGIN
+    SELECT d.text_extraction_status, j.id, j.worker_id INTO v_status, v_active_job_id, v_holder
+      FROM docstatus.documents d
+      LEFT JOIN docstatus.extraction_jobs j ON j.document_id = d.id AND j.status = 'pending extraction'
+     WHERE d.id = NEW.document_id;
+    IF (v_active_job_id IS NOT NULL) <> (v_status IN ('ready', 'in progress'))
+       OR (v_status = 'in progress' AND v_holder IS NULL) THEN
+        PERFORM docstatus._check_document_job_agreement(NEW.document_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- A document that stays on one side (with an active job: ready, in progress; without: the
+-- rest) keeps its jobs as they were, which agreed at the last commit; any change to them fires
+-- the job side. Entering in progress also holds the job (_documents_before_update). So only a
+-- move across the sides needs the check.
+DROP TRIGGER _800_documents_agree_with_jobs ON docstatus.documents;
+CREATE CONSTRAINT TRIGGER _800_documents_agree_with_jobs
+    AFTER UPDATE OF text_extraction_status ON docstatus.documents
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN ((NEW.text_extraction_status IN ('ready', 'in progress'))
+                       IS DISTINCT FROM (OLD.text_extraction_status IN ('ready', 'in progress')))
+    EXECUTE FUNCTION docstatus._documents_check_agreement();
+
+------------------------------------------------------------------------------------------------
+-- The API: the usual case in fewer statements
+------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION docstatus.register_document(
+    p_blob_container text, p_blob_name text, p_filename text,
+    p_mime_type text DEFAULT NULL, p_size_bytes bigint DEFAULT NULL)
+RETURNS docstatus.documents
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_document docstatus.documents;
+    v_mime text := nullif(btrim(p_mime_type), '');
+BEGIN
+    -- The Azure limits: a container name has at most 63 characters, a blob name 1024. All of
+    -- them in one expression; the checks that name the argument run only when one fails.
+    IF NOT coalesce(char_length(p_blob_container) <= 63 AND p_blob_container ~ '\S'
+                    AND char_length(p_blob_name) <= 1024 AND octet_length(p_blob_name) <= 2048
+                    AND p_blob_name ~ '\S' AND char_length(p_filename) <= 1024 AND p_filename ~ '\S'
+                    AND coalesce(char_length(v_mime) <= 255, true) AND coalesce(p_size_bytes >= 0, true),
+                    false) THEN
+        PERFORM docstatus._require_text('blob container', p_blob_container, 63);
+        PERFORM docstatus._require_text('blob name', p_blob_name, 1024);
+        IF octet_length(p_blob_name) > 2048 THEN
+            PERFORM docstatus._raise_invalid_argument(
+                format('blob name must be at most 2048 bytes, got %s', octet_length(p_blob_name)));
+        END IF;
+        PERFORM docstatus._require_text('filename', p_filename, 1024);
+        PERFORM docstatus._require_text('MIME type', v_mime, 255, p_nullable => true);
+        IF p_size_bytes < 0 THEN
+            PERFORM docstatus._raise_invalid_argument(format('size must not be negative, got %s', p_size_bytes));
+        END IF;
+    END IF;
+
+    INSERT INTO docstatus.documents (blob_container, blob_name, filename, mime_type, size_bytes)
+    VALUES (p_blob_container, p_blob_name, p_filename, v_mime, p_size_bytes)
+    ON CONFLICT (blob_container, blob_name) DO NOTHING
+    RETURNING * INTO v_document;
+    IF NOT FOUND THEN
+        SELECT * INTO v_document FROM docstatus.documents
+         WHERE blob_container = p_blob_container AND blob_name = p_blob_name;
+    END IF;
+    RETURN v_document;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION docstatus.validate_document(
+    p_document_id bigint, p_blob_retrievable boolean, p_mime_type text, p_reason text DEFAULT NULL,
+    p_blob_size bigint DEFAULT NULL)
+RETURNS docstatus.documents
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_document docstatus.documents;
+    v_mime text := lower(nullif(btrim(p_mime_type), ''));
+    v_had_job boolean;
+    v_reason text;
+    v_max_bytes bigint;
+BEGIN
+    IF p_blob_retrievable IS NULL THEN
+        PERFORM docstatus._raise_invalid_argument('p_blob_retrievable must not be null');
+    END IF;
+    PERFORM docstatus._require_text('MIME type', v_mime, 255, p_nullable => true);
+    IF p_blob_retrievable AND v_mime IS NULL THEN
+        PERFORM docstatus._raise_invalid_argument('a retrievable blob needs its detected MIME type');
+    END IF;
+    IF p_blob_size < 0 THEN
+        PERFORM docstatus._raise_invalid_argument(format('blob size must not be negative, got %s', p_blob_size));
+    END IF;
+
+    -- The usual case in one statement: an uploaded document whose blob is the size registered
+    -- (or either size unknown), not empty, within settings.max_document_bytes and of an allowed
+    -- type becomes ready, and gets its first job. The row lock and the conditions are those of
+    -- the path below, which judges every other case and says why.
+    IF p_blob_retrievable THEN
+        UPDATE docstatus.documents d
+           SET text_extraction_status = 'ready', status_reason = NULL, mime_type = v_mime
+         WHERE d.id = p_document_id AND d.text_extraction_status = 'not ready'
+           AND (p_blob_size IS NULL OR d.size_bytes IS NULL OR d.size_bytes = p_blob_size)
+           AND (d.size_bytes IS NULL
+                OR (d.size_bytes > 0 AND d.size_bytes <= (SELECT max_document_bytes FROM docstatus.settings)))
+           AND EXISTS (SELECT FROM docstatus.allowed_mime_types a WHERE a.mime_type = v_mime)
+        RETURNING * INTO v_document;
+        IF FOUND THEN
+            PERFORM docstatus._insert_job(p_document_id, NULL);
+            RETURN v_document;
+        END IF;
+    END IF;
+
+    v_document := docstatus._lock_document(p_document_id);
+
+    -- Only an uploaded document, or one that failed validation (it never had a job), is judged.
+    IF v_document.text_extraction_status = 'failed' THEN
+        v_had_job := EXISTS (SELECT FROM docstatus.extraction_jobs WHERE document_id = p_document_id);
+        IF v_had_job THEN
+            RETURN v_document;
+        END IF;
+    ELSIF v_document.text_extraction_status <> 'not ready' THEN
+        RETURN v_document;
+    END IF;
+
+    -- A blob that is not the size registered at upload is not the document that was uploaded.
+    IF p_blob_retrievable AND p_blob_size IS DISTINCT FROM v_document.size_bytes
+       AND p_blob_size IS NOT NULL AND v_document.size_bytes IS NOT NULL THEN
+        v_reason := format('blob not retrievable: blob has %s bytes, the document was registered with %s',
+                           p_blob_size, v_document.size_bytes);
+    ELSIF NOT p_blob_retrievable THEN
+        v_reason := 'blob not retrievable' || coalesce(': ' || left(nullif(btrim(p_reason), ''), 1000), '');
+    ELSE
+        -- Size before type: an empty file has no type worth naming. A size nobody registered
+        -- (NULL) cannot be judged and passes these two rules.
+        IF v_document.size_bytes = 0 THEN
+            v_reason := 'document is empty (0 bytes)';
+        ELSIF v_document.size_bytes IS NOT NULL THEN
+            SELECT max_document_bytes INTO v_max_bytes FROM docstatus.settings;
+            IF v_document.size_bytes > v_max_bytes THEN
+                v_reason := format('document is %s bytes, more than the limit of %s bytes '
+                                   '(settings.max_document_bytes)', v_document.size_bytes, v_max_bytes);
+            END IF;
+        END IF;
+        IF v_reason IS NULL AND NOT EXISTS (SELECT FROM docstatus.allowed_mime_types WHERE mime_type = v_mime) THEN
+            v_reason := format('MIME type %s is not allowed', v_mime);
+        END IF;
+        IF v_reason IS NOT NULL THEN
+            IF v_document.text_extraction_status = 'failed' THEN
+                -- Rejected again: no round trip through 'not ready'.
+                UPDATE docstatus.documents SET status_reason = v_reason, mime_type = v_mime
+                 WHERE id = p_document_id RETURNING * INTO v_document;
+                RETURN v_document;
+            END IF;
+            UPDATE docstatus.documents
+               SET text_extraction_status = 'failed', processing_status = 'failed',
+                   status_reason = v_reason, mime_type = v_mime
+             WHERE id = p_document_id RETURNING * INTO v_document;
+            RETURN v_document;
+        END IF;
+    END IF;
+
+    -- Retrievable and accepted, or not retrievable: either way the document is (back) in 'not ready'.
+    IF v_document.text_extraction_status = 'failed' OR v_reason IS NOT NULL THEN
+        UPDATE docstatus.documents
+           SET text_extraction_status = 'not ready', processing_status = 'pending extraction',
+               status_reason = v_reason
+         WHERE id = p_document_id RETURNING * INTO v_document;
+    END IF;
+    IF v_reason IS NOT NULL THEN
+        RETURN v_document;
+    END IF;
+
+    UPDATE docstatus.documents
+       SET text_extraction_status = 'ready', status_reason = NULL, mime_type = v_mime
+     WHERE id = p_document_id RETURNING * INTO v_document;
+    PERFORM docstatus._insert_job(p_document_id, NULL);
+    RETURN v_document;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION docstatus.claim_extraction_job(p_worker_id text, p_lease interval DEFAULT '5 minutes')
+RETURNS SETOF docstatus.extraction_jobs
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT coalesce(char_length(p_worker_id) <= 200 AND p_worker_id ~ '\S' AND p_lease > interval '0', false) THEN
+        PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
+    END IF;
+    -- An expired lease keeps its holder: only the reaper ends that job, so every attempt counts.
+    RETURN QUERY
+    UPDATE docstatus.extraction_jobs j
+       SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
+     WHERE j.id = (
+            SELECT c.id FROM docstatus.extraction_jobs c
+              JOIN docstatus.documents d ON d.id = c.document_id
+             WHERE docstatus._is_claimable(c.status, c.worker_id, d.text_extraction_status)
+               AND c.not_before <= now()
+             ORDER BY c.not_before, c.id
+             LIMIT 1
+               FOR UPDATE OF c SKIP LOCKED)
+    RETURNING j.*;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION docstatus.claim_jobs(
+    p_worker_id text, p_lease interval DEFAULT '5 minutes', p_limit integer DEFAULT 1,
+    p_start_ocr boolean DEFAULT false)
+RETURNS SETOF docstatus.claimed_job
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_job_ids bigint[];
+    v_document_ids bigint[];
+BEGIN
+    IF NOT coalesce(char_length(p_worker_id) <= 200 AND p_worker_id ~ '\S' AND p_lease > interval '0', false) THEN
+        PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
+    END IF;
+    IF p_limit IS NULL OR p_limit < 1 THEN
+        PERFORM docstatus._raise_invalid_argument(format('limit must be positive, got %s', p_limit));
+    END IF;
+    -- The document is locked with its job (SKIP LOCKED both): the mark_* functions lock the
+    -- document before the job, so waiting here for a document could deadlock with them. The ids
+    -- go through arrays, so each later statement is a primary-key lookup whatever p_limit is.
+    SELECT array_agg(picked.id), array_agg(picked.document_id) INTO v_job_ids, v_document_ids
+      FROM (SELECT c.id, c.document_id FROM docstatus.extraction_jobs c
+              JOIN docstatus.documents d ON d.id = c.document_id
+             WHERE docstatus._is_claimable(c.status, c.worker_id, d.text_extraction_status)
+               AND c.not_before <= now()
+             ORDER BY c.not_before, c.id
+             LIMIT p_limit
+               FOR UPDATE OF c, d SKIP LOCKED) AS picked;
+    IF v_job_ids IS NULL THEN
+        RETURN;
+    END IF;
+    IF NOT p_start_ocr THEN
+        RETURN QUERY
+        UPDATE docstatus.extraction_jobs j
+           SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
+          FROM docstatus.documents d
+         WHERE j.id = ANY (v_job_ids) AND d.id = j.document_id
+        RETURNING j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
+                  j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
+                  d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
+                  d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
+                  d.status_entered_at;
+        RETURN;
+    END IF;
+    -- As mark_ocr_running would, in the claim's transaction: one round trip fewer per job. The
+    -- jobs are held first, so the documents' trigger finds them held and leaves them alone.
+    UPDATE docstatus.extraction_jobs
+       SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
+     WHERE id = ANY (v_job_ids);
+    RETURN QUERY
+    UPDATE docstatus.documents d
+       SET text_extraction_status = 'in progress', processing_status = 'ocr running', status_reason = NULL
+      FROM docstatus.extraction_jobs j
+     WHERE d.id = ANY (v_document_ids) AND j.id = ANY (v_job_ids) AND j.document_id = d.id
+    RETURNING j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
+              j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
+              d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
+              d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
+              d.status_entered_at;
+END;
+$$;
+
+-- The lease check as one expression when it passes (_require_lease names what is wrong
+-- otherwise); a success ends the job without naming error_message, so the cap trigger on that
+-- column is not prepared for it.
+CREATE OR REPLACE FUNCTION docstatus._advance_document(
+    p_document_id bigint, p_worker_id text, p_text_status text, p_processing_status text,
+    p_reason text, p_end_job text, p_error_message text)
+RETURNS docstatus.documents
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_document docstatus.documents;
+    v_job_id bigint;
+    v_holder text;
+    v_lease_expires_at timestamptz;
+BEGIN
+    IF p_document_id IS NULL OR p_worker_id = '' THEN
+        PERFORM docstatus._raise_invalid_argument('document id is required and worker id must be non-empty');
+    END IF;
+    -- One statement: lock, check (the trigger), move. Already in the target state finds no row.
+    UPDATE docstatus.documents
+       SET text_extraction_status = p_text_status, processing_status = p_processing_status,
+           status_reason = p_reason
+     WHERE id = p_document_id AND processing_status <> p_processing_status
+    RETURNING * INTO v_document;
+    IF NOT FOUND THEN
+        SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
+        IF NOT FOUND THEN
+            PERFORM docstatus._raise_not_found('document', p_document_id);
+        END IF;
+        PERFORM docstatus._raise_invalid_transition(
+            p_document_id, 'processing', v_document.processing_status, p_processing_status);
+    END IF;
+
+    -- The document lock above keeps the reaper and other callers away from its job, so the
+    -- job needs no lock of its own to be checked; ending it is the same statement. Its state is
+    -- read after the lock, by a statement of its own, so it is the latest committed one.
+    IF p_end_job IS NULL THEN
+        SELECT id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at
+          FROM docstatus.extraction_jobs
+         WHERE document_id = p_document_id AND status = 'pending extraction';
+    ELSIF p_error_message IS NULL THEN
+        UPDATE docstatus.extraction_jobs SET status = p_end_job
+         WHERE document_id = p_document_id AND status = 'pending extraction'
+        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
+    ELSE
+        UPDATE docstatus.extraction_jobs SET status = p_end_job, error_message = p_error_message
+         WHERE document_id = p_document_id AND status = 'pending extraction'
+        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
+    END IF;
+    IF (p_worker_id IS NOT NULL AND v_holder IS DISTINCT FROM p_worker_id)
+       OR (v_holder IS NOT NULL AND v_lease_expires_at <= now()) THEN
+        PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
+    END IF;
+    RETURN v_document;
+END;
+$$;
+
+-- The old hint function is replaced by _event_hints_due.
+DROP FUNCTION docstatus._event_hint_due();
+
+-- The new function runs as docstatus_owner like the rest (0008), where the installer may hand
+-- it over: it is a member of that role (0008 made it one, or an administrator did).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'docstatus_owner')
+       OR NOT pg_has_role('docstatus_owner', 'MEMBER') THEN
+        RETURN;
+    END IF;
+    -- A new owner needs CREATE on the schema (a superuser installer skips that check): only
+    -- for the hand-over.
+    GRANT CREATE ON SCHEMA docstatus TO docstatus_owner;
+    ALTER FUNCTION docstatus._event_hints_due() OWNER TO docstatus_owner;
+    REVOKE CREATE ON SCHEMA docstatus FROM docstatus_owner;
+END;
+$$;
