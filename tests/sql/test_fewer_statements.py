@@ -6,8 +6,8 @@ import psycopg
 import pytest
 
 from .states import OCR, QUEUED, UPLOADED, make_document, register
-from .test_jobs_and_agreement import active_job
 from .test_events import listen, received
+from .test_jobs_and_agreement import active_job
 
 
 def updates_of(conn, table):
