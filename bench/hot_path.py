@@ -13,7 +13,8 @@ pgbench runs each script with -M prepared; every API call is its own transaction
 - lifecycle: register, validate, claim, ocr, llm, done (6 transactions); the API path once per
   notify mode (new: each, per_transaction, throttled, off; old: notify_events on and off).
 - claim+finish on a full queue: claim_jobs(p_start_ocr => true), mark_llm_running,
-  mark_processing_done (3 transactions); bare: FOR UPDATE SKIP LOCKED and the same row changes.
+  mark_processing_done (3 transactions); bare: FOR UPDATE SKIP LOCKED and the same row changes;
+  the API path with notify modes each, throttled and off (old: notify_events on and off).
 
 A listener drains both channels during every run, as a subscriber would. Printed per workload
 and client count: throughput as a share of bare; at the end, CPU per lifecycle (the cluster's
@@ -91,6 +92,10 @@ WITH d AS (INSERT INTO bare.documents (blob_container, blob_name, filename, text
              FROM generate_series(1, %s) RETURNING id)
 INSERT INTO bare.extraction_jobs (document_id, attempt) SELECT id, 1 FROM d
 """
+
+
+CLAIM_MODES_NEW = ("each", "throttled", "off")
+CLAIM_MODES_OLD = ("on", "off")
 
 
 @dataclass
@@ -262,13 +267,20 @@ def main() -> int:
             for mode in old_modes:
                 set_mode(cluster, "old", mode, new=False)
                 results[(f"old lifecycle {mode}", clients)] = pgbench(cluster, "old", API_LIFECYCLE, clients, args.seconds)
-            set_mode(cluster, "new", "each", new=True)
-            set_mode(cluster, "old", "on", new=False)
-            for dbname in ("new", "old"):  # a full queue for each claim+finish run
-                fill(cluster, dbname, args.queue)
+            # A full queue for each claim+finish run; every notify mode but per_transaction (each
+            # of the three transactions notifies once either way).
+            fill(cluster, "new", args.queue)
             results[("bare claim+finish", clients)] = pgbench(cluster, "new", BARE_CLAIM_FINISH, clients, args.seconds)
-            results[("new claim+finish", clients)] = pgbench(cluster, "new", API_CLAIM_FINISH, clients, args.seconds)
-            results[("old claim+finish", clients)] = pgbench(cluster, "old", API_CLAIM_FINISH, clients, args.seconds)
+            for mode in CLAIM_MODES_NEW:
+                set_mode(cluster, "new", mode, new=True)
+                fill(cluster, "new", args.queue)
+                results[(f"new claim+finish {mode}", clients)] = pgbench(
+                    cluster, "new", API_CLAIM_FINISH, clients, args.seconds)
+            for mode in CLAIM_MODES_OLD:
+                set_mode(cluster, "old", mode, new=False)
+                fill(cluster, "old", args.queue)
+                results[(f"old claim+finish {mode}", clients)] = pgbench(
+                    cluster, "old", API_CLAIM_FINISH, clients, args.seconds)
             print(f"... {clients} client(s) measured", file=sys.stderr, flush=True)
         for drain in drains:
             drain.stop()
@@ -285,8 +297,10 @@ def report(results, client_counts, new_modes, old_modes, args) -> None:
     print("|---|" + "---|" * len(client_counts))
     rows = [(f"lifecycle, notify {m}", f"new lifecycle {m}", "bare lifecycle") for m in new_modes]
     rows += [(f"old: lifecycle, notify_events {m}", f"old lifecycle {m}", "bare lifecycle") for m in old_modes]
-    rows += [("claim + finish, full queue", "new claim+finish", "bare claim+finish"),
-             ("old: claim + finish, full queue", "old claim+finish", "bare claim+finish")]
+    rows += [(f"claim + finish, full queue, notify {m}", f"new claim+finish {m}", "bare claim+finish")
+             for m in CLAIM_MODES_NEW]
+    rows += [(f"old: claim + finish, full queue, notify_events {m}", f"old claim+finish {m}", "bare claim+finish")
+             for m in CLAIM_MODES_OLD]
     for label, key, bare in rows:
         cells = [f"{results[(key, c)].tps / results[(bare, c)].tps:.2f}" for c in client_counts]
         print(f"| {label} | " + " | ".join(cells) + " |")
@@ -310,7 +324,9 @@ def report(results, client_counts, new_modes, old_modes, args) -> None:
     bare = [results[("bare claim+finish", c)] for c in client_counts]
     bare_cpu = sum(r.cpu_per_unit for r in bare) / len(bare)
     bare_wal = sum(r.wal_per_unit for r in bare) / len(bare)
-    for key in ("bare claim+finish", "new claim+finish", "old claim+finish"):
+    keys = (["bare claim+finish"] + [f"new claim+finish {m}" for m in CLAIM_MODES_NEW]
+            + [f"old claim+finish {m}" for m in CLAIM_MODES_OLD])
+    for key in keys:
         runs = [results[(key, c)] for c in client_counts]
         cpu = sum(r.cpu_per_unit for r in runs) / len(runs)
         wal = sum(r.wal_per_unit for r in runs) / len(runs)

@@ -1,6 +1,6 @@
 """The hot path's database cost in instructions: repeatable where CPU time is not.
 
-    python bench/hot_path_instructions.py [--baseline-ref c3d9663]
+    python bench/hot_path_instructions.py [--baseline-ref c3d9663] [--notify-mode each|off]
 
 On a shared or virtual machine the CPU seconds of bench/hot_path.py move by 10-20% between
 runs. valgrind's callgrind counts the instructions a backend executes instead, the same count
@@ -109,6 +109,8 @@ def per_run(cluster: TracedCluster, dbname: str, script: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline-ref", default="main", help="git ref whose schema.sql is the old code")
+    parser.add_argument("--notify-mode", choices=("each", "off"), default="each",
+                        help="settings.notify_mode of the new schema; the old one gets notify_events on or off")
     args = parser.parse_args()
     bindir = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
     old_schema = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.baseline_ref}:{SCHEMA}"],
@@ -120,8 +122,10 @@ def main() -> int:
         for dbname, schema in (("new", (ROOT / SCHEMA).read_text()), ("old", old_schema)):
             install(cluster, dbname, schema)
             with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
-                conn.execute("UPDATE docstatus.settings SET notify_mode = 'each'" if dbname == "new"
-                             else "UPDATE docstatus.settings SET notify_events = true")
+                if dbname == "new":
+                    conn.execute("UPDATE docstatus.settings SET notify_mode = %s", (args.notify_mode,))
+                else:
+                    conn.execute("UPDATE docstatus.settings SET notify_events = %s", (args.notify_mode == "each",))
             fill(cluster, dbname, 2 * (SHORT + LONG))  # a queue for the claim+finish runs
         cluster._run(str(bindir / "pg_ctl"), "stop", "-m", "fast", "-D", str(cluster.data))
         cluster.start_traced()
@@ -137,7 +141,7 @@ def main() -> int:
         cluster.stop()
 
     print(f"\nInstructions per script run, one backend (callgrind; new = this checkout, old = {args.baseline_ref}, "
-          "notify_mode each):\n")
+          f"notify_mode {args.notify_mode}):\n")
     print("| workload | bare | new | x bare | old | x bare | new / old |")
     print("|---|---|---|---|---|---|---|")
     for label, bare_cost, new_cost, old_cost in rows:
