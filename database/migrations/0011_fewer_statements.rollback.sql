@@ -1,6 +1,6 @@
--- Back to 0010: one hint decision per event, the caps as triggers of their own, the job
--- transition trigger with its WHEN clause, the document agreement check on every status change,
--- and the API functions as 0010 left them.
+-- Back to 0010: one hint decision and one history INSERT per event, the caps as triggers with
+-- WHEN clauses, the WHEN clauses of the job transition trigger and of the document agreement
+-- check, and claim_jobs as 0010 left it.
 
 CREATE FUNCTION docstatus._event_hint_due() RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -191,170 +191,25 @@ END;
 $$;
 
 
-CREATE OR REPLACE FUNCTION docstatus._documents_check_agreement() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION docstatus._cap_error_message() RETURNS trigger
+LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM docstatus._check_document_job_agreement(NEW.id);
-    RETURN NULL;
+    NEW.error_message := docstatus._cap_text(NEW.error_message);
+    RETURN NEW;
 END;
 $$;
 
 
-CREATE OR REPLACE FUNCTION docstatus._jobs_check_agreement() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+CREATE FUNCTION docstatus._cap_status_reason() RETURNS trigger
+LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM docstatus._check_document_job_agreement(NEW.document_id);
-    RETURN NULL;
+    NEW.status_reason := docstatus._cap_text(NEW.status_reason);
+    RETURN NEW;
 END;
 $$;
 
-
-CREATE OR REPLACE FUNCTION docstatus.register_document(
-    p_blob_container text, p_blob_name text, p_filename text,
-    p_mime_type text DEFAULT NULL, p_size_bytes bigint DEFAULT NULL)
-RETURNS docstatus.documents
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_document docstatus.documents;
-BEGIN
-    -- The Azure limits: a container name has at most 63 characters, a blob name 1024.
-    PERFORM docstatus._require_text('blob container', p_blob_container, 63);
-    PERFORM docstatus._require_text('blob name', p_blob_name, 1024);
-    IF octet_length(p_blob_name) > 2048 THEN
-        PERFORM docstatus._raise_invalid_argument(
-            format('blob name must be at most 2048 bytes, got %s', octet_length(p_blob_name)));
-    END IF;
-    PERFORM docstatus._require_text('filename', p_filename, 1024);
-    PERFORM docstatus._require_text('MIME type', nullif(btrim(p_mime_type), ''), 255, p_nullable => true);
-    IF p_size_bytes < 0 THEN
-        PERFORM docstatus._raise_invalid_argument(format('size must not be negative, got %s', p_size_bytes));
-    END IF;
-
-    INSERT INTO docstatus.documents (blob_container, blob_name, filename, mime_type, size_bytes)
-    VALUES (p_blob_container, p_blob_name, p_filename, nullif(btrim(p_mime_type), ''), p_size_bytes)
-    ON CONFLICT (blob_container, blob_name) DO NOTHING
-    RETURNING * INTO v_document;
-    IF NOT FOUND THEN
-        SELECT * INTO v_document FROM docstatus.documents
-         WHERE blob_container = p_blob_container AND blob_name = p_blob_name;
-    END IF;
-    RETURN v_document;
-END;
-$$;
-
-
-CREATE OR REPLACE FUNCTION docstatus.validate_document(
-    p_document_id bigint, p_blob_retrievable boolean, p_mime_type text, p_reason text DEFAULT NULL,
-    p_blob_size bigint DEFAULT NULL)
-RETURNS docstatus.documents
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_document docstatus.documents;
-    v_mime text := lower(nullif(btrim(p_mime_type), ''));
-    v_had_job boolean;
-    v_reason text;
-    v_max_bytes bigint;
-BEGIN
-    IF p_blob_retrievable IS NULL THEN
-        PERFORM docstatus._raise_invalid_argument('p_blob_retrievable must not be null');
-    END IF;
-    PERFORM docstatus._require_text('MIME type', v_mime, 255, p_nullable => true);
-    IF p_blob_retrievable AND v_mime IS NULL THEN
-        PERFORM docstatus._raise_invalid_argument('a retrievable blob needs its detected MIME type');
-    END IF;
-    IF p_blob_size < 0 THEN
-        PERFORM docstatus._raise_invalid_argument(format('blob size must not be negative, got %s', p_blob_size));
-    END IF;
-    v_document := docstatus._lock_document(p_document_id);
-
-    -- Only an uploaded document, or one that failed validation (it never had a job), is judged.
-    IF v_document.text_extraction_status = 'failed' THEN
-        v_had_job := EXISTS (SELECT FROM docstatus.extraction_jobs WHERE document_id = p_document_id);
-        IF v_had_job THEN
-            RETURN v_document;
-        END IF;
-    ELSIF v_document.text_extraction_status <> 'not ready' THEN
-        RETURN v_document;
-    END IF;
-
-    -- A blob that is not the size registered at upload is not the document that was uploaded.
-    IF p_blob_retrievable AND p_blob_size IS DISTINCT FROM v_document.size_bytes
-       AND p_blob_size IS NOT NULL AND v_document.size_bytes IS NOT NULL THEN
-        v_reason := format('blob not retrievable: blob has %s bytes, the document was registered with %s',
-                           p_blob_size, v_document.size_bytes);
-    ELSIF NOT p_blob_retrievable THEN
-        v_reason := 'blob not retrievable' || coalesce(': ' || left(nullif(btrim(p_reason), ''), 1000), '');
-    ELSE
-        -- Size before type: an empty file has no type worth naming. A size nobody registered
-        -- (NULL) cannot be judged and passes these two rules.
-        IF v_document.size_bytes = 0 THEN
-            v_reason := 'document is empty (0 bytes)';
-        ELSIF v_document.size_bytes IS NOT NULL THEN
-            SELECT max_document_bytes INTO v_max_bytes FROM docstatus.settings;
-            IF v_document.size_bytes > v_max_bytes THEN
-                v_reason := format('document is %s bytes, more than the limit of %s bytes '
-                                   '(settings.max_document_bytes)', v_document.size_bytes, v_max_bytes);
-            END IF;
-        END IF;
-        IF v_reason IS NULL AND NOT EXISTS (SELECT FROM docstatus.allowed_mime_types WHERE mime_type = v_mime) THEN
-            v_reason := format('MIME type %s is not allowed', v_mime);
-        END IF;
-        IF v_reason IS NOT NULL THEN
-            IF v_document.text_extraction_status = 'failed' THEN
-                -- Rejected again: no round trip through 'not ready'.
-                UPDATE docstatus.documents SET status_reason = v_reason, mime_type = v_mime
-                 WHERE id = p_document_id RETURNING * INTO v_document;
-                RETURN v_document;
-            END IF;
-            UPDATE docstatus.documents
-               SET text_extraction_status = 'failed', processing_status = 'failed',
-                   status_reason = v_reason, mime_type = v_mime
-             WHERE id = p_document_id RETURNING * INTO v_document;
-            RETURN v_document;
-        END IF;
-    END IF;
-
-    -- Retrievable and accepted, or not retrievable: either way the document is (back) in 'not ready'.
-    IF v_document.text_extraction_status = 'failed' OR v_reason IS NOT NULL THEN
-        UPDATE docstatus.documents
-           SET text_extraction_status = 'not ready', processing_status = 'pending extraction',
-               status_reason = v_reason
-         WHERE id = p_document_id RETURNING * INTO v_document;
-    END IF;
-    IF v_reason IS NOT NULL THEN
-        RETURN v_document;
-    END IF;
-
-    UPDATE docstatus.documents
-       SET text_extraction_status = 'ready', status_reason = NULL, mime_type = v_mime
-     WHERE id = p_document_id RETURNING * INTO v_document;
-    PERFORM docstatus._insert_job(p_document_id, NULL);
-    RETURN v_document;
-END;
-$$;
-
-
-CREATE OR REPLACE FUNCTION docstatus.claim_extraction_job(p_worker_id text, p_lease interval DEFAULT '5 minutes')
-RETURNS SETOF docstatus.extraction_jobs
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
-    -- An expired lease keeps its holder: only the reaper ends that job, so every attempt counts.
-    RETURN QUERY
-    UPDATE docstatus.extraction_jobs j
-       SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
-     WHERE j.id = (
-            SELECT c.id FROM docstatus.extraction_jobs c
-              JOIN docstatus.documents d ON d.id = c.document_id
-             WHERE docstatus._is_claimable(c.status, c.worker_id, d.text_extraction_status)
-               AND c.not_before <= now()
-             ORDER BY c.not_before, c.id
-             LIMIT 1
-               FOR UPDATE OF c SKIP LOCKED)
-    RETURNING j.*;
-END;
-$$;
-
+COMMENT ON FUNCTION docstatus._cap_status_reason IS 'Internal trigger: status_reason keeps its first 4096 bytes.';
+REVOKE ALL ON FUNCTION docstatus._cap_status_reason() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION docstatus.claim_jobs(
     p_worker_id text, p_lease interval DEFAULT '5 minutes', p_limit integer DEFAULT 1,
@@ -402,62 +257,6 @@ BEGIN
 END;
 $$;
 
-
-CREATE OR REPLACE FUNCTION docstatus._advance_document(
-    p_document_id bigint, p_worker_id text, p_text_status text, p_processing_status text,
-    p_reason text, p_end_job text, p_error_message text)
-RETURNS docstatus.documents
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_document docstatus.documents;
-    v_job_id bigint;
-    v_holder text;
-    v_lease_expires_at timestamptz;
-BEGIN
-    IF p_document_id IS NULL OR p_worker_id = '' THEN
-        PERFORM docstatus._raise_invalid_argument('document id is required and worker id must be non-empty');
-    END IF;
-    -- One statement: lock, check (the trigger), move. Already in the target state finds no row.
-    UPDATE docstatus.documents
-       SET text_extraction_status = p_text_status, processing_status = p_processing_status,
-           status_reason = p_reason
-     WHERE id = p_document_id AND processing_status <> p_processing_status
-    RETURNING * INTO v_document;
-    IF NOT FOUND THEN
-        SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
-        IF NOT FOUND THEN
-            PERFORM docstatus._raise_not_found('document', p_document_id);
-        END IF;
-        PERFORM docstatus._raise_invalid_transition(
-            p_document_id, 'processing', v_document.processing_status, p_processing_status);
-    END IF;
-
-    -- The document lock above keeps the reaper and other callers away from its job, so the
-    -- job needs no lock of its own to be checked; ending it is the same statement.
-    IF p_end_job IS NULL THEN
-        SELECT id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at
-          FROM docstatus.extraction_jobs
-         WHERE document_id = p_document_id AND status = 'pending extraction';
-    ELSE
-        UPDATE docstatus.extraction_jobs SET status = p_end_job, error_message = p_error_message
-         WHERE document_id = p_document_id AND status = 'pending extraction'
-        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
-    END IF;
-    PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
-    RETURN v_document;
-END;
-$$;
-
-
-CREATE FUNCTION docstatus._cap_status_reason() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.status_reason := docstatus._cap_text(NEW.status_reason);
-    RETURN NEW;
-END;
-$$;
-COMMENT ON FUNCTION docstatus._cap_status_reason IS 'Internal trigger: status_reason keeps its first 4096 bytes.';
-REVOKE ALL ON FUNCTION docstatus._cap_status_reason() FROM PUBLIC;
 
 DROP TRIGGER _100_check_transition ON docstatus.extraction_jobs;
 CREATE TRIGGER _100_check_transition BEFORE UPDATE OF status ON docstatus.extraction_jobs

@@ -4,13 +4,12 @@
 -- - a trigger call writes its history rows in one INSERT (two rows when both status columns
 --   move) and reads the graph, the notify mode and the job it may hold with one lookup;
 -- - one hint decision per trigger call (_event_hints_due) instead of one per event;
--- - the 4096-byte caps run inside the BEFORE triggers that fire anyway, not as triggers of their
---   own whose WHEN clause was prepared on every update of status_reason or error_message;
--- - the job transition trigger has no WHEN clause, and the document side of the agreement
---   check fires only when a document enters or leaves the states that have an active job;
--- - validate_document accepts the usual upload in one UPDATE; claim_jobs(p_start_ocr) holds
---   the jobs before it moves their documents, so each job is updated once, not twice;
--- - argument checks that pass cost one expression, not a function call per argument.
+-- - the 4096-byte caps run inside the BEFORE triggers that fire anyway (an update that sets
+--   error_message alone keeps a cap trigger of its own), the job transition trigger tests inside
+--   its function: no WHEN clause is prepared on every update any more; the document side of the
+--   agreement check fires only when a document enters or leaves the states with an active job;
+-- - claim_jobs(p_start_ocr) holds the jobs before it moves their documents, so each job is
+--   updated once, not twice.
 -- The rows in status_events, the notifications, the errors and the checks are the same.
 -- depends: 0010_hot_path
 
@@ -57,7 +56,7 @@ COMMENT ON FUNCTION docstatus._event_hints_due IS
 REVOKE ALL ON FUNCTION docstatus._event_hints_due() FROM PUBLIC;
 
 ------------------------------------------------------------------------------------------------
--- Documents: the caps inside the BEFORE triggers, history in one INSERT per change
+-- Documents: the cap inside the BEFORE triggers, history in one INSERT per change
 ------------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION docstatus._documents_before_insert() RETURNS trigger
@@ -80,6 +79,7 @@ BEGIN
 END;
 $$;
 
+
 -- Inserts keep an AFTER trigger for their history: INSERT ... ON CONFLICT DO NOTHING runs
 -- BEFORE triggers for rows it then skips.
 CREATE OR REPLACE FUNCTION docstatus._documents_record_history() RETURNS trigger
@@ -88,20 +88,16 @@ DECLARE
     v_hints text := docstatus._event_hints_due();
     v_sent bigint;
 BEGIN
-    IF v_hints = 'none' THEN
-        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
-        VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason),
-               (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason);
-        RETURN NULL;
-    END IF;
     WITH event AS (
         INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
         VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason),
                (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason)
         RETURNING id, kind, to_status)
-    SELECT count(docstatus._send_event_hints(event.id, NEW.id, NULL, event.kind, NULL, event.to_status,
-                                             NEW.status_reason, v_hints = 'each' OR event.kind = 'text_extraction'))
-      INTO v_sent FROM event;
+    SELECT count(docstatus._send_event_hints(
+                     event.id, NEW.id, NULL, event.kind, NULL, event.to_status, NEW.status_reason,
+                     v_hints = 'each' OR (v_hints = 'first' AND event.kind = 'text_extraction')))
+      INTO v_sent FROM event
+     WHERE v_hints <> 'none' OR event.to_status = 'failed';
     RETURN NULL;
 END;
 $$;
@@ -163,15 +159,6 @@ BEGIN
 
     -- The text event first, as its column comes first; a failure always sends its alert.
     v_hints := CASE v_mode WHEN 'each' THEN 'each' WHEN 'off' THEN 'none' ELSE docstatus._event_hints_due() END;
-    IF v_hints = 'none' AND NEW.text_extraction_status <> 'failed' THEN
-        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
-        SELECT NEW.id, change.kind, change.from_status, change.to_status, NEW.status_reason
-          FROM (VALUES ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status, v_text_changed),
-                       ('processing', OLD.processing_status, NEW.processing_status, v_processing_changed))
-               AS change (kind, from_status, to_status, changed)
-         WHERE change.changed;
-        RETURN NEW;
-    END IF;
     WITH event AS (
         INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
         SELECT NEW.id, change.kind, change.from_status, change.to_status, NEW.status_reason
@@ -184,7 +171,8 @@ BEGIN
                      event.id, NEW.id, NULL, event.kind, event.from_status, event.to_status, NEW.status_reason,
                      v_hints = 'each'
                      OR (v_hints = 'first' AND (event.kind = 'text_extraction' OR NOT v_text_changed))))
-      INTO v_sent FROM event;
+      INTO v_sent FROM event
+     WHERE v_hints <> 'none' OR event.to_status = 'failed';
     RETURN NEW;
 END;
 $$;
@@ -211,22 +199,20 @@ BEGIN
 END;
 $$;
 
+
 CREATE OR REPLACE FUNCTION docstatus._jobs_record_history() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_hints text := docstatus._event_hints_due();
     v_event_id bigint;
 BEGIN
-    IF v_hints = 'none' THEN
-        INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
-        VALUES (NEW.document_id, NEW.id, 'job', NULL, NEW.status, NEW.error_message);
-        RETURN NULL;
-    END IF;
     INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
     VALUES (NEW.document_id, NEW.id, 'job', NULL, NEW.status, NEW.error_message)
     RETURNING id INTO v_event_id;
-    PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', NULL,
-                                        NEW.status, NEW.error_message, true);
+    IF v_hints <> 'none' THEN
+        PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', NULL,
+                                            NEW.status, NEW.error_message, true);
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -256,16 +242,13 @@ BEGIN
     -- Every transition out of 'pending extraction' is terminal: callers cannot forget the stamp.
     NEW.completed_at := now();
     v_hints := CASE v_mode WHEN 'each' THEN 'each' WHEN 'off' THEN 'none' ELSE docstatus._event_hints_due() END;
-    IF v_hints = 'none' AND NEW.status <> 'failed' THEN
-        INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
-        VALUES (NEW.document_id, NEW.id, 'job', OLD.status, NEW.status, NEW.error_message);
-        RETURN NEW;
-    END IF;
     INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
     VALUES (NEW.document_id, NEW.id, 'job', OLD.status, NEW.status, NEW.error_message)
     RETURNING id INTO v_event_id;
-    PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', OLD.status,
-                                        NEW.status, NEW.error_message, v_hints <> 'none');
+    IF v_hints <> 'none' OR NEW.status = 'failed' THEN
+        PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', OLD.status,
+                                            NEW.status, NEW.error_message, v_hints <> 'none');
+    END IF;
     RETURN NEW;
 END;
 $$;
@@ -275,54 +258,25 @@ CREATE TRIGGER _100_check_transition BEFORE UPDATE OF status ON docstatus.extrac
     FOR EACH ROW EXECUTE FUNCTION docstatus._jobs_before_status_change();
 
 -- Inserts are capped by _jobs_before_insert; an update that sets error_message is capped here,
--- before the history trigger (_100) sees the text.
+-- before the history trigger (_100) sees the text. It tests the length itself: a trigger call
+-- costs less than a WHEN clause, which is prepared again for every statement that sets the column.
+CREATE OR REPLACE FUNCTION docstatus._cap_error_message() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF octet_length(NEW.error_message) > 4096 THEN
+        NEW.error_message := docstatus._cap_text(NEW.error_message);
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
 DROP TRIGGER _050_cap_error_message ON docstatus.extraction_jobs;
 CREATE TRIGGER _050_cap_error_message BEFORE UPDATE OF error_message ON docstatus.extraction_jobs
-    FOR EACH ROW WHEN (octet_length(NEW.error_message) > 4096) EXECUTE FUNCTION docstatus._cap_error_message();
+    FOR EACH ROW EXECUTE FUNCTION docstatus._cap_error_message();
 
 ------------------------------------------------------------------------------------------------
--- The agreement of document and job: the check in the trigger itself, the document side only
--- when it can matter
+-- The agreement of document and job: the document side only when it can matter
 ------------------------------------------------------------------------------------------------
-
--- The usual outcome in one query; _check_document_job_agreement raises with the details.
-CREATE OR REPLACE FUNCTION docstatus._documents_check_agreement() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_status text;
-    v_active_job_id bigint;
-    v_holder text;
-BEGIN
-    SELECT d.text_extraction_status, j.id, j.worker_id INTO v_status, v_active_job_id, v_holder
-      FROM docstatus.documents d
-      LEFT JOIN docstatus.extraction_jobs j ON j.document_id = d.id AND j.status = 'pending extraction'
-     WHERE d.id = NEW.id;
-    IF (v_active_job_id IS NOT NULL) <> (v_status IN ('ready', 'in progress'))
-       OR (v_status = 'in progress' AND v_holder IS NULL) THEN
-        PERFORM docstatus._check_document_job_agreement(NEW.id);
-    END IF;
-    RETURN NULL;
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION docstatus._jobs_check_agreement() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_status text;
-    v_active_job_id bigint;
-    v_holder text;
-BEGIN
-    SELECT d.text_extraction_status, j.id, j.worker_id INTO v_status, v_active_job_id, v_holder
-      FROM docstatus.documents d
-      LEFT JOIN docstatus.extraction_jobs j ON j.document_id = d.id AND j.status = 'pending extraction'
-     WHERE d.id = NEW.document_id;
-    IF (v_active_job_id IS NOT NULL) <> (v_status IN ('ready', 'in progress'))
-       OR (v_status = 'in progress' AND v_holder IS NULL) THEN
-        PERFORM docstatus._check_document_job_agreement(NEW.document_id);
-    END IF;
-    RETURN NULL;
-END;
-$$;
 
 -- A document that stays on one side (with an active job: ready, in progress; without: the
 -- rest) keeps its jobs as they were, which agreed at the last commit; any change to them fires
@@ -337,182 +291,8 @@ CREATE CONSTRAINT TRIGGER _800_documents_agree_with_jobs
     EXECUTE FUNCTION docstatus._documents_check_agreement();
 
 ------------------------------------------------------------------------------------------------
--- The API: the usual case in fewer statements
+-- The API: a claim that starts OCR updates each job once
 ------------------------------------------------------------------------------------------------
-
-CREATE OR REPLACE FUNCTION docstatus.register_document(
-    p_blob_container text, p_blob_name text, p_filename text,
-    p_mime_type text DEFAULT NULL, p_size_bytes bigint DEFAULT NULL)
-RETURNS docstatus.documents
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_document docstatus.documents;
-    v_mime text := nullif(btrim(p_mime_type), '');
-BEGIN
-    -- The Azure limits: a container name has at most 63 characters, a blob name 1024. All of
-    -- them in one expression; the checks that name the argument run only when one fails.
-    IF NOT coalesce(char_length(p_blob_container) <= 63 AND p_blob_container ~ '\S'
-                    AND char_length(p_blob_name) <= 1024 AND octet_length(p_blob_name) <= 2048
-                    AND p_blob_name ~ '\S' AND char_length(p_filename) <= 1024 AND p_filename ~ '\S'
-                    AND coalesce(char_length(v_mime) <= 255, true) AND coalesce(p_size_bytes >= 0, true),
-                    false) THEN
-        PERFORM docstatus._require_text('blob container', p_blob_container, 63);
-        PERFORM docstatus._require_text('blob name', p_blob_name, 1024);
-        IF octet_length(p_blob_name) > 2048 THEN
-            PERFORM docstatus._raise_invalid_argument(
-                format('blob name must be at most 2048 bytes, got %s', octet_length(p_blob_name)));
-        END IF;
-        PERFORM docstatus._require_text('filename', p_filename, 1024);
-        PERFORM docstatus._require_text('MIME type', v_mime, 255, p_nullable => true);
-        IF p_size_bytes < 0 THEN
-            PERFORM docstatus._raise_invalid_argument(format('size must not be negative, got %s', p_size_bytes));
-        END IF;
-    END IF;
-
-    INSERT INTO docstatus.documents (blob_container, blob_name, filename, mime_type, size_bytes)
-    VALUES (p_blob_container, p_blob_name, p_filename, v_mime, p_size_bytes)
-    ON CONFLICT (blob_container, blob_name) DO NOTHING
-    RETURNING * INTO v_document;
-    IF NOT FOUND THEN
-        SELECT * INTO v_document FROM docstatus.documents
-         WHERE blob_container = p_blob_container AND blob_name = p_blob_name;
-    END IF;
-    RETURN v_document;
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION docstatus.validate_document(
-    p_document_id bigint, p_blob_retrievable boolean, p_mime_type text, p_reason text DEFAULT NULL,
-    p_blob_size bigint DEFAULT NULL)
-RETURNS docstatus.documents
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_document docstatus.documents;
-    v_mime text := lower(nullif(btrim(p_mime_type), ''));
-    v_had_job boolean;
-    v_reason text;
-    v_max_bytes bigint;
-BEGIN
-    IF p_blob_retrievable IS NULL THEN
-        PERFORM docstatus._raise_invalid_argument('p_blob_retrievable must not be null');
-    END IF;
-    PERFORM docstatus._require_text('MIME type', v_mime, 255, p_nullable => true);
-    IF p_blob_retrievable AND v_mime IS NULL THEN
-        PERFORM docstatus._raise_invalid_argument('a retrievable blob needs its detected MIME type');
-    END IF;
-    IF p_blob_size < 0 THEN
-        PERFORM docstatus._raise_invalid_argument(format('blob size must not be negative, got %s', p_blob_size));
-    END IF;
-
-    -- The usual case in one statement: an uploaded document whose blob is the size registered
-    -- (or either size unknown), not empty, within settings.max_document_bytes and of an allowed
-    -- type becomes ready, and gets its first job. The row lock and the conditions are those of
-    -- the path below, which judges every other case and says why.
-    IF p_blob_retrievable THEN
-        UPDATE docstatus.documents d
-           SET text_extraction_status = 'ready', status_reason = NULL, mime_type = v_mime
-         WHERE d.id = p_document_id AND d.text_extraction_status = 'not ready'
-           AND (p_blob_size IS NULL OR d.size_bytes IS NULL OR d.size_bytes = p_blob_size)
-           AND (d.size_bytes IS NULL
-                OR (d.size_bytes > 0 AND d.size_bytes <= (SELECT max_document_bytes FROM docstatus.settings)))
-           AND EXISTS (SELECT FROM docstatus.allowed_mime_types a WHERE a.mime_type = v_mime)
-        RETURNING * INTO v_document;
-        IF FOUND THEN
-            PERFORM docstatus._insert_job(p_document_id, NULL);
-            RETURN v_document;
-        END IF;
-    END IF;
-
-    v_document := docstatus._lock_document(p_document_id);
-
-    -- Only an uploaded document, or one that failed validation (it never had a job), is judged.
-    IF v_document.text_extraction_status = 'failed' THEN
-        v_had_job := EXISTS (SELECT FROM docstatus.extraction_jobs WHERE document_id = p_document_id);
-        IF v_had_job THEN
-            RETURN v_document;
-        END IF;
-    ELSIF v_document.text_extraction_status <> 'not ready' THEN
-        RETURN v_document;
-    END IF;
-
-    -- A blob that is not the size registered at upload is not the document that was uploaded.
-    IF p_blob_retrievable AND p_blob_size IS DISTINCT FROM v_document.size_bytes
-       AND p_blob_size IS NOT NULL AND v_document.size_bytes IS NOT NULL THEN
-        v_reason := format('blob not retrievable: blob has %s bytes, the document was registered with %s',
-                           p_blob_size, v_document.size_bytes);
-    ELSIF NOT p_blob_retrievable THEN
-        v_reason := 'blob not retrievable' || coalesce(': ' || left(nullif(btrim(p_reason), ''), 1000), '');
-    ELSE
-        -- Size before type: an empty file has no type worth naming. A size nobody registered
-        -- (NULL) cannot be judged and passes these two rules.
-        IF v_document.size_bytes = 0 THEN
-            v_reason := 'document is empty (0 bytes)';
-        ELSIF v_document.size_bytes IS NOT NULL THEN
-            SELECT max_document_bytes INTO v_max_bytes FROM docstatus.settings;
-            IF v_document.size_bytes > v_max_bytes THEN
-                v_reason := format('document is %s bytes, more than the limit of %s bytes '
-                                   '(settings.max_document_bytes)', v_document.size_bytes, v_max_bytes);
-            END IF;
-        END IF;
-        IF v_reason IS NULL AND NOT EXISTS (SELECT FROM docstatus.allowed_mime_types WHERE mime_type = v_mime) THEN
-            v_reason := format('MIME type %s is not allowed', v_mime);
-        END IF;
-        IF v_reason IS NOT NULL THEN
-            IF v_document.text_extraction_status = 'failed' THEN
-                -- Rejected again: no round trip through 'not ready'.
-                UPDATE docstatus.documents SET status_reason = v_reason, mime_type = v_mime
-                 WHERE id = p_document_id RETURNING * INTO v_document;
-                RETURN v_document;
-            END IF;
-            UPDATE docstatus.documents
-               SET text_extraction_status = 'failed', processing_status = 'failed',
-                   status_reason = v_reason, mime_type = v_mime
-             WHERE id = p_document_id RETURNING * INTO v_document;
-            RETURN v_document;
-        END IF;
-    END IF;
-
-    -- Retrievable and accepted, or not retrievable: either way the document is (back) in 'not ready'.
-    IF v_document.text_extraction_status = 'failed' OR v_reason IS NOT NULL THEN
-        UPDATE docstatus.documents
-           SET text_extraction_status = 'not ready', processing_status = 'pending extraction',
-               status_reason = v_reason
-         WHERE id = p_document_id RETURNING * INTO v_document;
-    END IF;
-    IF v_reason IS NOT NULL THEN
-        RETURN v_document;
-    END IF;
-
-    UPDATE docstatus.documents
-       SET text_extraction_status = 'ready', status_reason = NULL, mime_type = v_mime
-     WHERE id = p_document_id RETURNING * INTO v_document;
-    PERFORM docstatus._insert_job(p_document_id, NULL);
-    RETURN v_document;
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION docstatus.claim_extraction_job(p_worker_id text, p_lease interval DEFAULT '5 minutes')
-RETURNS SETOF docstatus.extraction_jobs
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NOT coalesce(char_length(p_worker_id) <= 200 AND p_worker_id ~ '\S' AND p_lease > interval '0', false) THEN
-        PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
-    END IF;
-    -- An expired lease keeps its holder: only the reaper ends that job, so every attempt counts.
-    RETURN QUERY
-    UPDATE docstatus.extraction_jobs j
-       SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
-     WHERE j.id = (
-            SELECT c.id FROM docstatus.extraction_jobs c
-              JOIN docstatus.documents d ON d.id = c.document_id
-             WHERE docstatus._is_claimable(c.status, c.worker_id, d.text_extraction_status)
-               AND c.not_before <= now()
-             ORDER BY c.not_before, c.id
-             LIMIT 1
-               FOR UPDATE OF c SKIP LOCKED)
-    RETURNING j.*;
-END;
-$$;
 
 CREATE OR REPLACE FUNCTION docstatus.claim_jobs(
     p_worker_id text, p_lease interval DEFAULT '5 minutes', p_limit integer DEFAULT 1,
@@ -523,9 +303,7 @@ DECLARE
     v_job_ids bigint[];
     v_document_ids bigint[];
 BEGIN
-    IF NOT coalesce(char_length(p_worker_id) <= 200 AND p_worker_id ~ '\S' AND p_lease > interval '0', false) THEN
-        PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
-    END IF;
+    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
     IF p_limit IS NULL OR p_limit < 1 THEN
         PERFORM docstatus._raise_invalid_argument(format('limit must be positive, got %s', p_limit));
     END IF;
@@ -543,93 +321,28 @@ BEGIN
     IF v_job_ids IS NULL THEN
         RETURN;
     END IF;
-    IF NOT p_start_ocr THEN
-        RETURN QUERY
-        UPDATE docstatus.extraction_jobs j
-           SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
-          FROM docstatus.documents d
-         WHERE j.id = ANY (v_job_ids) AND d.id = j.document_id
-        RETURNING j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
-                  j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
-                  d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
-                  d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
-                  d.status_entered_at;
-        RETURN;
-    END IF;
-    -- As mark_ocr_running would, in the claim's transaction: one round trip fewer per job. The
-    -- jobs are held first, so the documents' trigger finds them held and leaves them alone.
+    -- The jobs first: a document that then enters ocr running finds its job held, and its
+    -- trigger leaves the job alone (one update per job, not two).
     UPDATE docstatus.extraction_jobs
        SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
      WHERE id = ANY (v_job_ids);
+    IF p_start_ocr THEN
+        -- As mark_ocr_running would, in the claim's transaction: one round trip fewer per job.
+        UPDATE docstatus.documents
+           SET text_extraction_status = 'in progress', processing_status = 'ocr running', status_reason = NULL
+         WHERE id = ANY (v_document_ids);
+    END IF;
     RETURN QUERY
-    UPDATE docstatus.documents d
-       SET text_extraction_status = 'in progress', processing_status = 'ocr running', status_reason = NULL
+    SELECT j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
+           j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
+           d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
+           d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
+           d.status_entered_at
       FROM docstatus.extraction_jobs j
-     WHERE d.id = ANY (v_document_ids) AND j.id = ANY (v_job_ids) AND j.document_id = d.id
-    RETURNING j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
-              j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
-              d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
-              d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
-              d.status_entered_at;
+      JOIN docstatus.documents d ON d.id = j.document_id
+     WHERE j.id = ANY (v_job_ids);
 END;
 $$;
-
--- The lease check as one expression when it passes (_require_lease names what is wrong
--- otherwise); a success ends the job without naming error_message, so the cap trigger on that
--- column is not prepared for it.
-CREATE OR REPLACE FUNCTION docstatus._advance_document(
-    p_document_id bigint, p_worker_id text, p_text_status text, p_processing_status text,
-    p_reason text, p_end_job text, p_error_message text)
-RETURNS docstatus.documents
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_document docstatus.documents;
-    v_job_id bigint;
-    v_holder text;
-    v_lease_expires_at timestamptz;
-BEGIN
-    IF p_document_id IS NULL OR p_worker_id = '' THEN
-        PERFORM docstatus._raise_invalid_argument('document id is required and worker id must be non-empty');
-    END IF;
-    -- One statement: lock, check (the trigger), move. Already in the target state finds no row.
-    UPDATE docstatus.documents
-       SET text_extraction_status = p_text_status, processing_status = p_processing_status,
-           status_reason = p_reason
-     WHERE id = p_document_id AND processing_status <> p_processing_status
-    RETURNING * INTO v_document;
-    IF NOT FOUND THEN
-        SELECT * INTO v_document FROM docstatus.documents WHERE id = p_document_id;
-        IF NOT FOUND THEN
-            PERFORM docstatus._raise_not_found('document', p_document_id);
-        END IF;
-        PERFORM docstatus._raise_invalid_transition(
-            p_document_id, 'processing', v_document.processing_status, p_processing_status);
-    END IF;
-
-    -- The document lock above keeps the reaper and other callers away from its job, so the
-    -- job needs no lock of its own to be checked; ending it is the same statement. Its state is
-    -- read after the lock, by a statement of its own, so it is the latest committed one.
-    IF p_end_job IS NULL THEN
-        SELECT id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at
-          FROM docstatus.extraction_jobs
-         WHERE document_id = p_document_id AND status = 'pending extraction';
-    ELSIF p_error_message IS NULL THEN
-        UPDATE docstatus.extraction_jobs SET status = p_end_job
-         WHERE document_id = p_document_id AND status = 'pending extraction'
-        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
-    ELSE
-        UPDATE docstatus.extraction_jobs SET status = p_end_job, error_message = p_error_message
-         WHERE document_id = p_document_id AND status = 'pending extraction'
-        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
-    END IF;
-    IF (p_worker_id IS NOT NULL AND v_holder IS DISTINCT FROM p_worker_id)
-       OR (v_holder IS NOT NULL AND v_lease_expires_at <= now()) THEN
-        PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
-    END IF;
-    RETURN v_document;
-END;
-$$;
-
 -- The old hint function is replaced by _event_hints_due.
 DROP FUNCTION docstatus._event_hint_due();
 

@@ -785,25 +785,17 @@ BEGIN
     END IF;
 
     -- The document lock above keeps the reaper and other callers away from its job, so the
-    -- job needs no lock of its own to be checked; ending it is the same statement. Its state is
-    -- read after the lock, by a statement of its own, so it is the latest committed one.
+    -- job needs no lock of its own to be checked; ending it is the same statement.
     IF p_end_job IS NULL THEN
         SELECT id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at
           FROM docstatus.extraction_jobs
          WHERE document_id = p_document_id AND status = 'pending extraction';
-    ELSIF p_error_message IS NULL THEN
-        UPDATE docstatus.extraction_jobs SET status = p_end_job
-         WHERE document_id = p_document_id AND status = 'pending extraction'
-        RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
     ELSE
         UPDATE docstatus.extraction_jobs SET status = p_end_job, error_message = p_error_message
          WHERE document_id = p_document_id AND status = 'pending extraction'
         RETURNING id, worker_id, lease_expires_at INTO v_job_id, v_holder, v_lease_expires_at;
     END IF;
-    IF (p_worker_id IS NOT NULL AND v_holder IS DISTINCT FROM p_worker_id)
-       OR (v_holder IS NOT NULL AND v_lease_expires_at <= now()) THEN
-        PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
-    END IF;
+    PERFORM docstatus._require_lease(p_document_id, p_worker_id, v_job_id, v_holder, v_lease_expires_at);
     RETURN v_document;
 END;
 $$;
@@ -990,7 +982,8 @@ $$;
 -- PostgreSQL 15 prepares the CHECK constraints and trigger WHEN clauses of a table again for
 -- each statement that writes it, and each statement run inside a function pays an executor
 -- start; so these triggers write a change's history rows in one INSERT, read what they need with
--- one lookup, decide the hints once per call, and cap the long texts themselves.
+-- one lookup, decide the hints once per call, cap the long texts themselves, and test in their
+-- function what a WHEN clause would test.
 --
 -- One trigger per change writes its history itself (no second trigger, no queued AFTER event
 -- for updates): an UPDATE's BEFORE trigger sees the row as it will be written, and a failing
@@ -1002,20 +995,16 @@ DECLARE
     v_hints text := docstatus._event_hints_due();
     v_sent bigint;
 BEGIN
-    IF v_hints = 'none' THEN
-        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
-        VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason),
-               (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason);
-        RETURN NULL;
-    END IF;
     WITH event AS (
         INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
         VALUES (NEW.id, 'text_extraction', NULL, NEW.text_extraction_status, NEW.status_reason),
                (NEW.id, 'processing', NULL, NEW.processing_status, NEW.status_reason)
         RETURNING id, kind, to_status)
-    SELECT count(docstatus._send_event_hints(event.id, NEW.id, NULL, event.kind, NULL, event.to_status,
-                                             NEW.status_reason, v_hints = 'each' OR event.kind = 'text_extraction'))
-      INTO v_sent FROM event;
+    SELECT count(docstatus._send_event_hints(
+                     event.id, NEW.id, NULL, event.kind, NULL, event.to_status, NEW.status_reason,
+                     v_hints = 'each' OR (v_hints = 'first' AND event.kind = 'text_extraction')))
+      INTO v_sent FROM event
+     WHERE v_hints <> 'none' OR event.to_status = 'failed';
     RETURN NULL;
 END;
 $$;
@@ -1077,15 +1066,6 @@ BEGIN
 
     -- The text event first, as its column comes first; a failure always sends its alert.
     v_hints := CASE v_mode WHEN 'each' THEN 'each' WHEN 'off' THEN 'none' ELSE docstatus._event_hints_due() END;
-    IF v_hints = 'none' AND NEW.text_extraction_status <> 'failed' THEN
-        INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
-        SELECT NEW.id, change.kind, change.from_status, change.to_status, NEW.status_reason
-          FROM (VALUES ('text_extraction', OLD.text_extraction_status, NEW.text_extraction_status, v_text_changed),
-                       ('processing', OLD.processing_status, NEW.processing_status, v_processing_changed))
-               AS change (kind, from_status, to_status, changed)
-         WHERE change.changed;
-        RETURN NEW;
-    END IF;
     WITH event AS (
         INSERT INTO docstatus.status_events (document_id, kind, from_status, to_status, detail)
         SELECT NEW.id, change.kind, change.from_status, change.to_status, NEW.status_reason
@@ -1098,7 +1078,8 @@ BEGIN
                      event.id, NEW.id, NULL, event.kind, event.from_status, event.to_status, NEW.status_reason,
                      v_hints = 'each'
                      OR (v_hints = 'first' AND (event.kind = 'text_extraction' OR NOT v_text_changed))))
-      INTO v_sent FROM event;
+      INTO v_sent FROM event
+     WHERE v_hints <> 'none' OR event.to_status = 'failed';
     RETURN NEW;
 END;
 $$;
@@ -1129,16 +1110,13 @@ DECLARE
     v_hints text := docstatus._event_hints_due();
     v_event_id bigint;
 BEGIN
-    IF v_hints = 'none' THEN
-        INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
-        VALUES (NEW.document_id, NEW.id, 'job', NULL, NEW.status, NEW.error_message);
-        RETURN NULL;
-    END IF;
     INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
     VALUES (NEW.document_id, NEW.id, 'job', NULL, NEW.status, NEW.error_message)
     RETURNING id INTO v_event_id;
-    PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', NULL,
-                                        NEW.status, NEW.error_message, true);
+    IF v_hints <> 'none' THEN
+        PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', NULL,
+                                            NEW.status, NEW.error_message, true);
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -1168,16 +1146,13 @@ BEGIN
     -- Every transition out of 'pending extraction' is terminal: callers cannot forget the stamp.
     NEW.completed_at := now();
     v_hints := CASE v_mode WHEN 'each' THEN 'each' WHEN 'off' THEN 'none' ELSE docstatus._event_hints_due() END;
-    IF v_hints = 'none' AND NEW.status <> 'failed' THEN
-        INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
-        VALUES (NEW.document_id, NEW.id, 'job', OLD.status, NEW.status, NEW.error_message);
-        RETURN NEW;
-    END IF;
     INSERT INTO docstatus.status_events (document_id, job_id, kind, from_status, to_status, detail)
     VALUES (NEW.document_id, NEW.id, 'job', OLD.status, NEW.status, NEW.error_message)
     RETURNING id INTO v_event_id;
-    PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', OLD.status,
-                                        NEW.status, NEW.error_message, v_hints <> 'none');
+    IF v_hints <> 'none' OR NEW.status = 'failed' THEN
+        PERFORM docstatus._send_event_hints(v_event_id, NEW.document_id, NEW.id, 'job', OLD.status,
+                                            NEW.status, NEW.error_message, v_hints <> 'none');
+    END IF;
     RETURN NEW;
 END;
 $$;
@@ -1232,38 +1207,16 @@ COMMENT ON FUNCTION docstatus._check_document_job_agreement IS
 -- so these two are definers themselves.
 CREATE FUNCTION docstatus._documents_check_agreement() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_status text;
-    v_active_job_id bigint;
-    v_holder text;
 BEGIN
-    SELECT d.text_extraction_status, j.id, j.worker_id INTO v_status, v_active_job_id, v_holder
-      FROM docstatus.documents d
-      LEFT JOIN docstatus.extraction_jobs j ON j.document_id = d.id AND j.status = 'pending extraction'
-     WHERE d.id = NEW.id;
-    IF (v_active_job_id IS NOT NULL) <> (v_status IN ('ready', 'in progress'))
-       OR (v_status = 'in progress' AND v_holder IS NULL) THEN
-        PERFORM docstatus._check_document_job_agreement(NEW.id);
-    END IF;
+    PERFORM docstatus._check_document_job_agreement(NEW.id);
     RETURN NULL;
 END;
 $$;
 
 CREATE FUNCTION docstatus._jobs_check_agreement() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_status text;
-    v_active_job_id bigint;
-    v_holder text;
 BEGIN
-    SELECT d.text_extraction_status, j.id, j.worker_id INTO v_status, v_active_job_id, v_holder
-      FROM docstatus.documents d
-      LEFT JOIN docstatus.extraction_jobs j ON j.document_id = d.id AND j.status = 'pending extraction'
-     WHERE d.id = NEW.document_id;
-    IF (v_active_job_id IS NOT NULL) <> (v_status IN ('ready', 'in progress'))
-       OR (v_status = 'in progress' AND v_holder IS NULL) THEN
-        PERFORM docstatus._check_document_job_agreement(NEW.document_id);
-    END IF;
+    PERFORM docstatus._check_document_job_agreement(NEW.document_id);
     RETURN NULL;
 END;
 $$;
@@ -1308,20 +1261,23 @@ CREATE TRIGGER _100_keep_identity BEFORE UPDATE OF document_id, attempt ON docst
 -- error_message and status_reason keep their first 4096 bytes and say how much was cut,
 -- whoever writes them (_cap_text): status_reason in the documents' BEFORE triggers, which fire
 -- for every insert and update; error_message in _jobs_before_insert and here, for an update that
--- sets it.
+-- sets it. The trigger tests the length itself: a call costs less than a WHEN clause, which is
+-- prepared again for every statement that sets the column.
 CREATE FUNCTION docstatus._cap_error_message() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.error_message := docstatus._cap_text(NEW.error_message);
+    IF octet_length(NEW.error_message) > 4096 THEN
+        NEW.error_message := docstatus._cap_text(NEW.error_message);
+    END IF;
     RETURN NEW;
 END;
 $$;
 COMMENT ON FUNCTION docstatus._cap_error_message IS 'Internal trigger: error_message keeps its first 4096 bytes.';
 
--- Fired only for a text over the limit, first of the BEFORE triggers: the triggers after it
--- (the history written with the change) see the capped text.
+-- First of the BEFORE triggers: the triggers after it (the history written with the change) see
+-- the capped text.
 CREATE TRIGGER _050_cap_error_message BEFORE UPDATE OF error_message ON docstatus.extraction_jobs
-    FOR EACH ROW WHEN (octet_length(NEW.error_message) > 4096) EXECUTE FUNCTION docstatus._cap_error_message();
+    FOR EACH ROW EXECUTE FUNCTION docstatus._cap_error_message();
 
 -- History is append-only, for superusers too.
 CREATE FUNCTION docstatus._refuse_history_change() RETURNS trigger
@@ -1401,30 +1357,22 @@ RETURNS docstatus.documents
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_document docstatus.documents;
-    v_mime text := nullif(btrim(p_mime_type), '');
 BEGIN
-    -- The Azure limits: a container name has at most 63 characters, a blob name 1024. All of
-    -- them in one expression; the checks that name the argument run only when one fails.
-    IF NOT coalesce(char_length(p_blob_container) <= 63 AND p_blob_container ~ '\S'
-                    AND char_length(p_blob_name) <= 1024 AND octet_length(p_blob_name) <= 2048
-                    AND p_blob_name ~ '\S' AND char_length(p_filename) <= 1024 AND p_filename ~ '\S'
-                    AND coalesce(char_length(v_mime) <= 255, true) AND coalesce(p_size_bytes >= 0, true),
-                    false) THEN
-        PERFORM docstatus._require_text('blob container', p_blob_container, 63);
-        PERFORM docstatus._require_text('blob name', p_blob_name, 1024);
-        IF octet_length(p_blob_name) > 2048 THEN
-            PERFORM docstatus._raise_invalid_argument(
-                format('blob name must be at most 2048 bytes, got %s', octet_length(p_blob_name)));
-        END IF;
-        PERFORM docstatus._require_text('filename', p_filename, 1024);
-        PERFORM docstatus._require_text('MIME type', v_mime, 255, p_nullable => true);
-        IF p_size_bytes < 0 THEN
-            PERFORM docstatus._raise_invalid_argument(format('size must not be negative, got %s', p_size_bytes));
-        END IF;
+    -- The Azure limits: a container name has at most 63 characters, a blob name 1024.
+    PERFORM docstatus._require_text('blob container', p_blob_container, 63);
+    PERFORM docstatus._require_text('blob name', p_blob_name, 1024);
+    IF octet_length(p_blob_name) > 2048 THEN
+        PERFORM docstatus._raise_invalid_argument(
+            format('blob name must be at most 2048 bytes, got %s', octet_length(p_blob_name)));
+    END IF;
+    PERFORM docstatus._require_text('filename', p_filename, 1024);
+    PERFORM docstatus._require_text('MIME type', nullif(btrim(p_mime_type), ''), 255, p_nullable => true);
+    IF p_size_bytes < 0 THEN
+        PERFORM docstatus._raise_invalid_argument(format('size must not be negative, got %s', p_size_bytes));
     END IF;
 
     INSERT INTO docstatus.documents (blob_container, blob_name, filename, mime_type, size_bytes)
-    VALUES (p_blob_container, p_blob_name, p_filename, v_mime, p_size_bytes)
+    VALUES (p_blob_container, p_blob_name, p_filename, nullif(btrim(p_mime_type), ''), p_size_bytes)
     ON CONFLICT (blob_container, blob_name) DO NOTHING
     RETURNING * INTO v_document;
     IF NOT FOUND THEN
@@ -1509,26 +1457,6 @@ BEGIN
     IF p_blob_size < 0 THEN
         PERFORM docstatus._raise_invalid_argument(format('blob size must not be negative, got %s', p_blob_size));
     END IF;
-
-    -- The usual case in one statement: an uploaded document whose blob is the size registered
-    -- (or either size unknown), not empty, within settings.max_document_bytes and of an allowed
-    -- type becomes ready, and gets its first job. The row lock and the conditions are those of
-    -- the path below, which judges every other case and says why.
-    IF p_blob_retrievable THEN
-        UPDATE docstatus.documents d
-           SET text_extraction_status = 'ready', status_reason = NULL, mime_type = v_mime
-         WHERE d.id = p_document_id AND d.text_extraction_status = 'not ready'
-           AND (p_blob_size IS NULL OR d.size_bytes IS NULL OR d.size_bytes = p_blob_size)
-           AND (d.size_bytes IS NULL
-                OR (d.size_bytes > 0 AND d.size_bytes <= (SELECT max_document_bytes FROM docstatus.settings)))
-           AND EXISTS (SELECT FROM docstatus.allowed_mime_types a WHERE a.mime_type = v_mime)
-        RETURNING * INTO v_document;
-        IF FOUND THEN
-            PERFORM docstatus._insert_job(p_document_id, NULL);
-            RETURN v_document;
-        END IF;
-    END IF;
-
     v_document := docstatus._lock_document(p_document_id);
 
     -- Only an uploaded document, or one that failed validation (it never had a job), is judged.
@@ -1673,9 +1601,7 @@ CREATE FUNCTION docstatus.claim_extraction_job(p_worker_id text, p_lease interva
 RETURNS SETOF docstatus.extraction_jobs
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT coalesce(char_length(p_worker_id) <= 200 AND p_worker_id ~ '\S' AND p_lease > interval '0', false) THEN
-        PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
-    END IF;
+    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
     -- An expired lease keeps its holder: only the reaper ends that job, so every attempt counts.
     RETURN QUERY
     UPDATE docstatus.extraction_jobs j
@@ -1737,9 +1663,7 @@ DECLARE
     v_job_ids bigint[];
     v_document_ids bigint[];
 BEGIN
-    IF NOT coalesce(char_length(p_worker_id) <= 200 AND p_worker_id ~ '\S' AND p_lease > interval '0', false) THEN
-        PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
-    END IF;
+    PERFORM docstatus._check_claim_arguments(p_worker_id, p_lease);
     IF p_limit IS NULL OR p_limit < 1 THEN
         PERFORM docstatus._raise_invalid_argument(format('limit must be positive, got %s', p_limit));
     END IF;
@@ -1757,34 +1681,26 @@ BEGIN
     IF v_job_ids IS NULL THEN
         RETURN;
     END IF;
-    IF NOT p_start_ocr THEN
-        RETURN QUERY
-        UPDATE docstatus.extraction_jobs j
-           SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
-          FROM docstatus.documents d
-         WHERE j.id = ANY (v_job_ids) AND d.id = j.document_id
-        RETURNING j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
-                  j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
-                  d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
-                  d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
-                  d.status_entered_at;
-        RETURN;
-    END IF;
-    -- As mark_ocr_running would, in the claim's transaction: one round trip fewer per job. The
-    -- jobs are held first, so the documents' trigger finds them held and leaves them alone.
+    -- The jobs first: a document that then enters ocr running finds its job held, and its
+    -- trigger leaves the job alone (one update per job, not two).
     UPDATE docstatus.extraction_jobs
        SET worker_id = p_worker_id, lease_expires_at = now() + p_lease, started_at = now()
      WHERE id = ANY (v_job_ids);
+    IF p_start_ocr THEN
+        -- As mark_ocr_running would, in the claim's transaction: one round trip fewer per job.
+        UPDATE docstatus.documents
+           SET text_extraction_status = 'in progress', processing_status = 'ocr running', status_reason = NULL
+         WHERE id = ANY (v_document_ids);
+    END IF;
     RETURN QUERY
-    UPDATE docstatus.documents d
-       SET text_extraction_status = 'in progress', processing_status = 'ocr running', status_reason = NULL
+    SELECT j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
+           j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
+           d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
+           d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
+           d.status_entered_at
       FROM docstatus.extraction_jobs j
-     WHERE d.id = ANY (v_document_ids) AND j.id = ANY (v_job_ids) AND j.document_id = d.id
-    RETURNING j.id, j.document_id, j.status, j.attempt, j.idempotency_key, j.worker_id, j.lease_expires_at,
-              j.created_at, j.started_at, j.completed_at, j.error_message, j.not_before, j.released,
-              d.blob_container, d.blob_name, d.filename, d.mime_type, d.size_bytes,
-              d.text_extraction_status, d.processing_status, d.status_reason, d.created_at, d.updated_at,
-              d.status_entered_at;
+      JOIN docstatus.documents d ON d.id = j.document_id
+     WHERE j.id = ANY (v_job_ids);
 END;
 $$;
 COMMENT ON FUNCTION docstatus.claim_jobs IS
