@@ -14,6 +14,9 @@ Fixture contract (other test folders rely on these names):
 - ``azurite``      session: one real Azurite blob service (``docstatus.dev.azurite``) shared by
                    every folder, which keep apart by container names of their own. Nobody
                    stops it: a test that stops Azurite starts a private one.
+- ``closed_port``  per test: a 127.0.0.1 port nothing listens on (connection refused at once).
+- ``blackhole``    per test: a ``Blackhole``, a 127.0.0.1 port (``.port``) that accepts
+                   connections and never answers a byte.
 
 Databases are real and dropped after each test, never rolled back, because
 NOTIFY only fires on commit and concurrency needs several connections.
@@ -31,8 +34,10 @@ import itertools
 import os
 import pwd
 import shutil
+import socket
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +52,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from docstatus.dev.azurite import Azurite
 from docstatus.dev.embedded import find_bindir
+from docstatus.dev.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_SQL = REPO_ROOT / "database" / "schemas" / "schema.sql"
@@ -264,3 +270,49 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """The blob store of the session, stopped at the end."""
     with Azurite(tmp_path_factory.mktemp("azurite") / "data") as running:
         yield running
+
+
+# --- dependencies that are down (tests/cli, tests/resilience) ---------------------------------
+
+
+class Blackhole:
+    """Accepts every connection and never sends a byte (a host that is up but hung)."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(128)
+        self.port = self._socket.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self._socket.settimeout(0.2)
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._socket.accept()
+            except (TimeoutError, OSError):
+                continue
+            self._held.append(conn)  # held open, never read, never answered
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(2)
+        for conn in self._held:
+            conn.close()
+        self._socket.close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[Blackhole]:
+    hole = Blackhole()
+    yield hole
+    hole.close()

@@ -21,7 +21,7 @@ import psycopg.conninfo
 
 __all__ = [
     "blob_endpoint", "blob_unreachable_message", "one_line", "password_of", "postgres_unreachable_message",
-    "pg_cause", "redact_dsn", "blob_cause",
+    "pg_cause", "redact_dsn", "blob_cause", "blob_unreachable_at", "service_endpoint",
 ]
 
 
@@ -83,6 +83,11 @@ def postgres_unreachable_message(dsn: str, exc: BaseException) -> str:
     return f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {one_line(pg_cause(exc), password_of(dsn))}"
 
 
+def service_endpoint(url: str) -> str:
+    """A blob service URL as a message may show it: without its query, where a SAS token lives."""
+    return url.partition("?")[0].rstrip("/")
+
+
 def blob_endpoint(connection_string: str) -> str:
     """The blob endpoint a connection string points at, never its key or SAS token."""
     fields = {}
@@ -96,7 +101,7 @@ def blob_endpoint(connection_string: str) -> str:
         protocol = fields.get("defaultendpointsprotocol", "https")
         suffix = fields.get("endpointsuffix", "core.windows.net")
         endpoint = f"{protocol}://{account}.blob.{suffix}"
-    return endpoint.partition("?")[0].rstrip("/")
+    return service_endpoint(endpoint)
 
 
 _ERRNO_WORDS = (
@@ -133,6 +138,12 @@ def blob_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:200]}"
 
 
+def blob_unreachable_at(endpoint: str, exc: BaseException) -> str:
+    """``cannot reach the blob store at <endpoint>: <cause>``, for an endpoint already without
+    its token (``service_endpoint``, ``blob_endpoint``)."""
+    return f"cannot reach the blob store at {endpoint}: {blob_cause(exc)}"
+
+
 def blob_unreachable_message(connection_string: str, exc: BaseException) -> str:
     """``cannot reach the blob store at <endpoint>: <cause>`` (no key, no token)."""
-    return f"cannot reach the blob store at {blob_endpoint(connection_string)}: {blob_cause(exc)}"
+    return blob_unreachable_at(blob_endpoint(connection_string), exc)

@@ -341,10 +341,6 @@ class Listener:
         self._was_lost = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    @property
-    def channels(self) -> tuple[str, ...]:
-        return self._connection.channels
-
     def start(self) -> None:
         self._thread.start()
 

@@ -7,53 +7,19 @@ seconds. Nothing is registered when the upload could not start.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from docstatus.dev.azurite import ACCOUNT_KEY, connection_string
-from docstatus.dev.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = REPO_ROOT / "tests" / "data"
 FAST = 15.0
 PASSWORD = "s3cret-pw"
-
-
-@pytest.fixture
-def closed_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def blackhole_port():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    server.close()
 
 
 def run(*args: str, env: dict[str, str]) -> tuple[int, list[str], float]:
@@ -70,8 +36,8 @@ def _documents(conn) -> int:
 
 @pytest.mark.parametrize("where", ["closed", "blackholed"])
 def test_upload_with_the_blob_store_down_fails_fast_and_registers_nothing(db_dsn, conn, closed_port,
-                                                                         blackhole_port, where):
-    port = closed_port if where == "closed" else blackhole_port
+                                                                         blackhole, where):
+    port = closed_port if where == "closed" else blackhole.port
     env = {"DOCSTATUS_DSN": db_dsn, "AZURE_STORAGE_CONNECTION_STRING": connection_string(port)}
     code, lines, seconds = run("upload", str(DATA / "invoice.txt"), env=env)
     print(f"\nupload, blob store {where}: exit {code} after {seconds:.2f}s")

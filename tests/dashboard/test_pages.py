@@ -6,7 +6,10 @@ from __future__ import annotations
 import html
 import re
 
+import pytest
+
 from docstatus.dashboard.security import CONTENT_SECURITY_POLICY
+from docstatus.dashboard.settings import DashboardSettings
 
 from .conftest import MALICIOUS
 from .helpers import completed, failed, failed_validation, queued, running, uploaded
@@ -70,6 +73,17 @@ def test_document_list_pages_by_keyset_and_filters(start_dashboard, client):
     assert re.findall(r'<tr data-document="(\d+)">', page) == [str(ids[-1])]
     _, _, page = served.get("/documents?created_from=2000-01-01&created_to=2001-01-01")
     assert "No documents match." in page
+
+
+def test_the_largest_page_size_lists_and_a_larger_one_is_refused_at_start(start_dashboard, client):
+    # A page reads page_size + 1 rows and docstatus.list_documents gives at most 1000.
+    ids = [uploaded(client, f"invoice-{i}.pdf") for i in range(2)]
+    served = start_dashboard(page_size=999)
+    status, _, page = served.get("/documents")
+    assert status == 200, page[:300]
+    assert re.findall(r'<tr data-document="(\d+)">', page) == [str(i) for i in sorted(ids, reverse=True)]
+    with pytest.raises(ValueError, match="page_size must be between 1 and 999"):
+        DashboardSettings(page_size=1000)
 
 
 def test_bad_filters_are_refused_with_the_reason(start_dashboard):

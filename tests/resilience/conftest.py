@@ -3,8 +3,7 @@
 Never the session's PostgreSQL or Azurite (tests/conftest.py): a test that stops a service
 starts a PRIVATE one first.
 
-- ``closed_port``      a 127.0.0.1 port nothing listens on (connection refused at once).
-- ``blackhole``        a 127.0.0.1 port that accepts connections and never answers a byte.
+- ``closed_port``, ``blackhole``: tests/conftest.py's.
 - ``private_azurite``  an Azurite of the test's own, stoppable and restartable on its port.
 - ``private_cluster``  a PostgreSQL cluster of the test's own (tests.production.cluster), with a
                        docstatus database: ``private_cluster.docstatus_dsn``.
@@ -15,10 +14,8 @@ starts a PRIVATE one first.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +25,6 @@ import psycopg
 import pytest
 
 from docstatus.dev.azurite import Azurite, connection_string
-from docstatus.dev.ports import free_port
 
 from ..production.cluster import Cluster, cluster_root, remove
 
@@ -48,49 +44,6 @@ class Ran:
     @property
     def stderr_lines(self) -> list[str]:
         return [line for line in self.stderr.splitlines() if line.strip()]
-
-
-class Blackhole:
-    """Accepts every connection and never sends a byte (a host that is up but hung)."""
-
-    def __init__(self) -> None:
-        self._socket = socket.socket()
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self._socket.listen(128)
-        self.port = self._socket.getsockname()[1]
-        self._held: list[socket.socket] = []
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        self._socket.settimeout(0.2)
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._socket.accept()
-            except (TimeoutError, OSError):
-                continue
-            self._held.append(conn)  # held open, never read, never answered
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(2)
-        for conn in self._held:
-            conn.close()
-        self._socket.close()
-
-
-@pytest.fixture
-def closed_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def blackhole() -> Iterator[Blackhole]:
-    hole = Blackhole()
-    yield hole
-    hole.close()
 
 
 @pytest.fixture

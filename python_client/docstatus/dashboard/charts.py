@@ -7,7 +7,7 @@ uses presentation attributes only (the CSP forbids inline style).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -66,7 +66,7 @@ class Stage:
         return None if self.ended is None else self.ended - self.started
 
 
-def stages(history: Sequence[StatusEvent], now: datetime) -> list[Stage]:
+def stages(history: Sequence[StatusEvent]) -> list[Stage]:
     """The document's processing stages in order, each until the next one began."""
     moves = [event for event in history if event.kind == EventKind.PROCESSING]
     result = []
@@ -76,8 +76,9 @@ def stages(history: Sequence[StatusEvent], now: datetime) -> list[Stage]:
     return result
 
 
-def timeline_chart(timeline: Sequence[Stage], now: datetime, width: int = 720) -> Markup:
-    """One bar per stage on a shared time axis; a final stage (done, failed) is a tick."""
+def timeline_chart(timeline: Sequence[Stage], now: datetime, final: Collection[str], width: int = 720) -> Markup:
+    """One bar per stage on a shared time axis; a final stage (a status in ``final``: the
+    processing statuses of final document states, done and failed) is a tick."""
     if not timeline:
         return Markup("")
     row, label_w = 22, 130
@@ -90,8 +91,7 @@ def timeline_chart(timeline: Sequence[Stage], now: datetime, width: int = 720) -
     for i, stage in enumerate(timeline):
         y = i * row + 4
         x = label_w + (stage.started - start).total_seconds() * scale
-        final = stage.status in ("done", "failed")
-        stop = stage.ended or (stage.started if final else now)
+        stop = stage.ended or (stage.started if stage.status in final else now)
         w = max((stop - stage.started).total_seconds() * scale, 3)
         colour = STAGE_COLOURS.get(stage.status, "#888")
         took = "" if stage.duration is None else f" for {_seconds(stage.duration)}"

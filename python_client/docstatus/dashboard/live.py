@@ -44,7 +44,6 @@ class EventHub:
         self._thread: threading.Thread | None = None
         # Just past the last event handed to the event loop: a restarted Subscriber starts here.
         self._handed: Cursor | None = None
-        self.delivered = 0
         self.restarts = 0
 
     @property
@@ -120,17 +119,12 @@ class EventHub:
         with self._lock:
             self._queues.discard(queue)
 
-    @property
-    def streams(self) -> int:
-        return len(self._queues)
-
     def _from_thread(self, event: StatusEvent) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._publish, event)
 
     def _publish(self, event: StatusEvent) -> None:
-        self.delivered += 1
         with self._lock:
             queues = list(self._queues)
         for queue in queues:

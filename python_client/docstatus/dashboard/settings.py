@@ -8,6 +8,10 @@ from dataclasses import dataclass
 # of the machine (ps), the environment of a process only to its owner.
 TOKEN_ENV = "DOCSTATUS_DASHBOARD_TOKEN"
 
+# A page asks docstatus.list_documents for page_size + 1 rows (the one more says whether there is
+# a next page), and list_documents refuses a p_limit above 1000 (DS003).
+MAX_PAGE_SIZE = 999
+
 
 @dataclass(frozen=True)
 class DashboardSettings:
@@ -31,8 +35,8 @@ class DashboardSettings:
     def __post_init__(self) -> None:
         if self.allow_actions and not self.action_token:
             raise ValueError("actions need a token: set the environment variable " + TOKEN_ENV)
-        if not 1 <= self.page_size <= 1000:
-            raise ValueError("page_size must be between 1 and 1000")
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
 
     @property
     def actions(self) -> bool:

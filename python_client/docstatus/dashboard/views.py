@@ -110,7 +110,9 @@ def document(client: Client, document_id: int, fields_reader=None) -> dict | Non
         return None
     now = datetime.now(UTC)
     history = client.history(document_id)
-    timeline = charts.stages(history, now)
+    timeline = charts.stages(history)
+    # A stage where processing ends: the processing status of a final document state.
+    final = {str(state.processing_status) for state in client.document_states() if state.final}
     result = client.current_result(document_id)
     fields, fields_error = None, None
     if result is not None and fields_reader is not None:
@@ -122,8 +124,7 @@ def document(client: Client, document_id: int, fields_reader=None) -> dict | Non
         "doc": overview,
         "jobs": client.list_jobs(document_id),
         "history": history,
-        "timeline": timeline,
-        "timeline_chart": charts.timeline_chart(timeline, now),
+        "timeline_chart": charts.timeline_chart(timeline, now, final),
         "result": result,
         "fields": fields,
         "fields_error": fields_error,
@@ -139,8 +140,5 @@ def state_machine(client: Client) -> dict:
     edges = [(str(move.from_state), str(move.to_state)) for move in client.document_state_moves()]
     return {
         "diagram": charts.state_diagram([(str(s.state), s.final) for s in states], edges, counts),
-        "states": states,
-        "state_counts": counts,
-        "edges": edges,
         "transitions": transitions,
     }

@@ -96,10 +96,10 @@ def _reason(store, exc: Exception) -> str:
     """One sentence for a file that could not be uploaded (never the Azure SDK's XML)."""
     from azure.core.exceptions import AzureError
 
-    from docstatus.connection_errors import blob_cause
+    from docstatus.connection_errors import blob_cause, service_endpoint
 
     if isinstance(exc, AzureError):
-        return f"blob store at {store.blob_service.url.partition('?')[0].rstrip('/')}: {blob_cause(exc)}"
+        return f"blob store at {service_endpoint(store.blob_service.url)}: {blob_cause(exc)}"
     return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
 
 

@@ -35,11 +35,11 @@ from typing import IO, NamedTuple
 
 import psycopg
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
+from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContentSettings
 from psycopg_pool import ConnectionPool
 
 from docstatus.client import Client
-from docstatus.dms.blob_store import BlobTimeouts
+from docstatus.dms.blob_store import BlobTimeouts, service_client
 from docstatus.dms.config import DEFAULT_CONTAINER, StoreConfig
 from docstatus.dms.detect import HEAD_BYTES, detect_mime_type
 from docstatus.dms.naming import blob_name, normalise_filename
@@ -108,16 +108,12 @@ class DocumentStore:
         self._database = database
         self._client = Client(database)
         self._owns_database = False
-        self._service = BlobServiceClient.from_connection_string(
-            connection_string or config.connection_string,
-            # The SDK's default waits 15 s before its first retry; a caller that finds the store
-            # down is better told soon (validate leaves the document 'not ready' for later).
-            retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retry_total,
-                                          random_jitter_range=1),
-            # ``timeouts`` (docstatus.dms.blob_store, the commands' --blob-*-timeout) when given.
-            connection_timeout=timeouts.connect if timeouts else timeout,
-            read_timeout=timeouts.read if timeouts else timeout,
-        )
+        # Quick retries, not the SDK's 15 s before the first: a caller that finds the store down is
+        # better told soon (validate leaves the document 'not ready' for later). ``timeouts`` (the
+        # commands' --blob-*-timeout) when given, else ``timeout`` to connect and to read.
+        self._service = service_client(connection_string or config.connection_string,
+                                       timeouts or BlobTimeouts(connect=timeout, read=timeout),
+                                       retry_total=retry_total)
         self._containers_ready: set[str] = set()
         self._containers_lock = threading.Lock()
 

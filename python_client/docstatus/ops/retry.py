@@ -18,6 +18,7 @@ import click
 import psycopg
 
 from docstatus.client import Client
+from docstatus.connection_errors import blob_unreachable_at, service_endpoint
 from docstatus.dms.config import CONNECTION_STRING_ENV
 from docstatus.errors import InvalidTransition, NotFound
 from docstatus.models import RetryCandidate, TextExtractionStatus
@@ -131,8 +132,8 @@ def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
     store answers; otherwise leaves them as they are and says why."""
     try:
         from azure.core.exceptions import AzureError
-        from azure.storage.blob import BlobServiceClient
 
+        from docstatus.dms.blob_store import BlobTimeouts, service_client
         from docstatus.dms.config import StoreConfig
         from docstatus.dms.store import DocumentStore
 
@@ -140,9 +141,8 @@ def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
         # The store validates; the probe, which never retries, finds out first whether it answers.
         store = DocumentStore(conn, connection_string, retry_total=1, timeout=BLOB_STORE_TIMEOUT)
         try:
-            probe = BlobServiceClient.from_connection_string(
-                connection_string, retry_total=0, connection_timeout=BLOB_STORE_TIMEOUT,
-                read_timeout=BLOB_STORE_TIMEOUT)
+            probe = service_client(connection_string,
+                                   BlobTimeouts(connect=BLOB_STORE_TIMEOUT, read=BLOB_STORE_TIMEOUT), retry_total=0)
         except BaseException:
             store.close()
             raise
@@ -150,7 +150,7 @@ def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
         why = f"no usable blob store ({one_line(str(exc))}); set {CONNECTION_STRING_ENV} or --blob-connection-string"
         return [_outcome(row, "not validated", False, "failed", detail=why) for row in rows]
 
-    endpoint = probe.url.partition("?")[0].rstrip("/")  # a SAS token stays out of messages
+    endpoint = service_endpoint(probe.url)
     unreachable: dict[str, str | None] = {}
     outcomes = []
     with probe, store:
@@ -161,10 +161,7 @@ def _validate_again(conn: psycopg.Connection, rows: list[dict[str, Any]],
                     probe.get_container_client(container).exists()
                     unreachable[container] = None
                 except AzureError as exc:
-                    from docstatus.connection_errors import blob_cause
-
-                    unreachable[container] = (f"cannot reach the blob store at {endpoint}: {blob_cause(exc)}; "
-                                              "the document is left failed")
+                    unreachable[container] = f"{blob_unreachable_at(endpoint, exc)}; the document is left failed"
             if unreachable[container]:
                 outcomes.append(_outcome(row, "not validated", False, "failed", detail=unreachable[container]))
                 continue

@@ -13,7 +13,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
-from docstatus.connection_errors import blob_cause
+from docstatus.connection_errors import blob_cause, blob_unreachable_at, service_endpoint
 from docstatus.dms.blob_store import BlobDeadlineExceeded, BlobTimeouts, service_client
 from docstatus.dms.config import StoreConfig
 from docstatus.models import Document
@@ -55,10 +55,12 @@ class BlobIO:
 
     @property
     def endpoint(self) -> str:
-        return self.service.url.partition("?")[0].rstrip("/")  # a SAS token stays out of messages
+        return service_endpoint(self.service.url)
 
     def probe(self) -> str | None:
         """None when the store answers one request within the connect timeout; else one line."""
+        # Not dms.blob_store.probe, which needs a connection string and takes 401/403 for a wrong key:
+        # this works on any client and only ends an outage, which only a store that does not answer starts.
         try:
             self.service.get_service_properties(timeout=max(1, int(self.timeouts.connect)),
                                                 connection_timeout=self.timeouts.connect,
@@ -66,7 +68,7 @@ class BlobIO:
         except HttpResponseError:
             return None  # it answered
         except AzureError as exc:
-            return f"cannot reach the blob store at {self.endpoint}: {blob_cause(exc)}"
+            return blob_unreachable_at(self.endpoint, exc)
         return None
 
     def download(self, document: Document) -> bytes:
@@ -93,7 +95,7 @@ class BlobIO:
         except HttpResponseError:
             raise  # the store answered: its own reason (is_retryable decides on 5xx)
         except AzureError as exc:
-            raise BlobStoreUnreachable(f"cannot reach the blob store at {self.endpoint}: {blob_cause(exc)}") from exc
+            raise BlobStoreUnreachable(blob_unreachable_at(self.endpoint, exc)) from exc
 
     def read_text(self, container: str, name: str) -> str:
         return self.service.get_blob_client(container, name).download_blob(encoding="utf-8").readall()
@@ -105,7 +107,7 @@ class BlobIO:
         except HttpResponseError:
             raise
         except AzureError as exc:
-            raise BlobStoreUnreachable(f"cannot reach the blob store at {self.endpoint}: {blob_cause(exc)}") from exc
+            raise BlobStoreUnreachable(blob_unreachable_at(self.endpoint, exc)) from exc
 
     def write_json(self, container: str, name: str, value: Any) -> None:
         self.write_text(container, name, json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True),

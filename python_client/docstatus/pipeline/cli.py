@@ -103,8 +103,9 @@ def worker(dsn: str, blob_connection_string: str | None, blob_timeouts, concurre
                 return  # stopped before PostgreSQL and the blob store answered
     ocr = load_object(ocr_spec) if ocr_spec else None
     llm = load_object(llm_spec) if llm_spec else None
-    with connect(dsn, application_name="docstatus-worker") as probe:
-        refuse_standby(probe)  # a worker only writes
+    if not once:  # --once refused a standby above already
+        with connect(dsn, application_name="docstatus-worker") as probe:
+            refuse_standby(probe)  # a worker only writes
     try:
         pipeline = Worker(dsn, connection_string, ocr=ocr, llm=llm, concurrency=concurrency,
                           worker_id=worker_id, lease=timedelta(seconds=lease), grace_period=grace_period,

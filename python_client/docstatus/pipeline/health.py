@@ -99,13 +99,16 @@ class Dependencies:
 
 
 def watch_until_up(dependencies: Dependencies, name: str, probe: Callable[[], str | None],
-                   stopping: threading.Event) -> None:
-    """Probes ``name`` with backoff until it answers (then marks it up) or ``stopping`` is set."""
+                   stopping: threading.Event, on_up: Callable[[], None] | None = None) -> None:
+    """Probes ``name`` with backoff until it answers (then marks it up and calls ``on_up``) or
+    ``stopping`` is set."""
     attempt = 0
     while not stopping.wait(backoff(attempt)):
         attempt += 1
         if probe() is None:
             dependencies.up(name)
+            if on_up is not None:
+                on_up()
             return
 
 

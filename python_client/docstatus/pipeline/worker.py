@@ -55,7 +55,7 @@ from docstatus.connection_errors import postgres_unreachable_message
 from docstatus.errors import DocStatusError, LeaseLost
 from docstatus.models import ClaimedJob
 from docstatus.pipeline.blobs import BlobIO
-from docstatus.pipeline.health import BLOB_STORE, POSTGRES, Dependencies, backoff
+from docstatus.pipeline.health import BLOB_STORE, POSTGRES, Dependencies, watch_until_up
 from docstatus.pipeline.heartbeat import Heartbeat
 from docstatus.pipeline.job import JobRun, error_message, log_status
 from docstatus.pipeline.lease import HeldJob
@@ -163,9 +163,7 @@ class Worker:
         self._held_lock = threading.Lock()
         self._wakeup = Wakeup()
         self._heartbeat = Heartbeat(self.client, self.worker_id, lease, self.heartbeat_interval)
-        # A pool may hold a function that gives the conninfo; the listener connects with its result.
-        conninfo = pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()
-        self._listener = JobListener(conninfo, self._wakeup) if listen else None
+        self._listener = JobListener(self._conninfo(), self._wakeup) if listen else None
         self._stopping = threading.Event()  # no more claims
         self._stop_now = threading.Event()  # release running jobs without waiting for the grace period
         self._stop_reason: str | None = None
@@ -319,7 +317,7 @@ class Worker:
                     self._all_slots_done.set()
 
     def _conninfo(self) -> str:
-        """The pool's conninfo (a pool may hold a function that gives it), for messages."""
+        """The pool's conninfo (a pool may hold a function that gives it), for messages and the listener."""
         conninfo = self.pool.conninfo
         return conninfo if isinstance(conninfo, str) else conninfo()
 
@@ -396,14 +394,9 @@ class Worker:
             self._spawn(self._watch_blob_store, "docstatus-blob-probe")
 
     def _watch_blob_store(self) -> None:
-        probe = self._blob_probe or self.blobs.probe
-        attempt = 0
-        while not self._stopping.wait(backoff(attempt)):
-            attempt += 1
-            if probe() is None:
-                self.dependencies.up(BLOB_STORE)
-                self._wakeup.notify()
-                return
+        # Once the store answers, the idle slots look for jobs again at once.
+        watch_until_up(self.dependencies, BLOB_STORE, self._blob_probe or self.blobs.probe, self._stopping,
+                       on_up=self._wakeup.notify)
 
     # --- shutdown ----------------------------------------------------------------------------
 
