@@ -102,7 +102,7 @@ def test_each_mode_hints_both_events_of_a_two_column_change_in_order(connect, co
 
 
 def test_validate_reads_the_size_limit_and_the_allowlist_of_now(conn):
-    # The one-statement path takes settings and allowed_mime_types as the path it replaced did.
+    # validate_document reads the size limit and the allowlist as they are now, every time.
     big = conn.execute("SELECT id FROM docstatus.register_document('docs', 'big', 'f.pdf', NULL, 2000)").fetchone()[0]
     conn.execute("UPDATE docstatus.settings SET max_document_bytes = 1000")
     assert conn.execute("SELECT text_extraction_status FROM docstatus.validate_document(%s, true, 'application/pdf')",
